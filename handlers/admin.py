@@ -1,0 +1,244 @@
+"""Management web pages: login, organisations, members, audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tornado.web
+from bson import ObjectId
+
+from handlers.admin_base import SESSION_COOKIE, AdminHandler
+from models.enums import MEMBER_STATES, ORG_PARENT_TYPES
+from wxbackend.errors import DomainError, InvalidInput
+from wxbackend.services import admins, audit, members, orgs, orgtree
+
+MEMBER_FORM_FIELDS = ("name", "gender", "ethnicity", "birth_date", "education", "id_card", "phone",
+                      "party_status", "joined_on", "full_on", "category")
+
+
+class LoginHandler(AdminHandler):
+    def get(self) -> None:
+        if self.current_user:
+            self.redirect("/admin/")
+            return
+        self.render("admin/login.html", error=None, username="")
+
+    async def post(self) -> None:
+        username = self.form("username")
+        try:
+            actor = await admins.authenticate(self.ctx, username, self.get_body_argument("password", ""),
+                                              self.client_ip)
+        except DomainError as exc:
+            self.set_status(exc.status)
+            self.render("admin/login.html", error=exc.message, username=username)
+            return
+        self.start_session(actor, await admins.open_session(self.ctx, actor))
+        target = self.get_query_argument("next", "/admin/")
+        self.redirect(target if target.startswith("/admin/") else "/admin/")
+
+
+class LogoutHandler(AdminHandler):
+    async def post(self) -> None:
+        sid = self.get_signed_cookie(SESSION_COOKIE, max_age_days=1)
+        if sid:
+            await admins.close_session(self.ctx, sid.decode())
+        self.clear_cookie(SESSION_COOKIE)
+        self.redirect("/admin/login")
+
+
+class HomeHandler(AdminHandler):
+    @tornado.web.authenticated
+    def get(self) -> None:
+        self.redirect(f"/admin/orgs/{self.home_org()}")
+
+
+class OrgHandler(AdminHandler):
+    @tornado.web.authenticated
+    async def get(self, org_id: str) -> None:
+        org = await orgs.view(self.ctx, self.actor, org_id)
+        children = await orgs.children(self.ctx, self.actor, org)
+        direct: list[dict[str, Any]] = []
+        if org["member_count"] and self.actor.can("member.view", org["org_ancestors"]):
+            direct, _ = await members.page(self.ctx, self.actor, org["_id"], None)
+        tree = await orgtree.snapshot(self.ctx)
+        self.render("admin/org.html", org=org, children=children, org_name=tree.name,
+                    crumbs=await orgs.breadcrumbs(self.ctx, org),
+                    members=[members.present(self.ctx, m) for m in direct if m["org_id"] == org["_id"]],
+                    term_end=orgs.term_end(org), overdue=orgs.term_overdue(org),
+                    child_types=[t for t, parents in ORG_PARENT_TYPES.items() if org["type"] in parents])
+
+
+class OrgActionHandler(AdminHandler):
+    """POST /admin/orgs/<id>/<action>: one small form each."""
+
+    @tornado.web.authenticated
+    async def post(self, org_id: str, action: str) -> None:
+        oid = orgs.parse_id(org_id)
+        actor, ctx = self.actor, self.ctx
+        target = oid
+        if action == "rename":
+            await orgs.rename(ctx, actor, oid, self.form("name"))
+        elif action == "details":
+            years = self.form("term_years")
+            await orgs.update_details(ctx, actor, oid, term_start=self.form("term_start"),
+                                      term_years=int(years) if years.isdigit() else None,
+                                      category=self.form("category") or None)
+        elif action == "children":
+            child = await orgs.create(ctx, actor, oid, name=self.form("name"),
+                                      org_type=self.form("type"), category=self.form("category"),
+                                      term_start=self.form("term_start") or None)
+            target = child["_id"]
+        elif action == "move":
+            parent = await _org_by_code(ctx, self.form("parent_code"))
+            await orgs.move(ctx, actor, oid, parent["_id"])
+        elif action == "dissolve":
+            org = await orgs.dissolve(ctx, actor, oid)
+            target = org["parent_id"]
+        elif action == "upgrade":
+            await orgs.upgrade(ctx, actor, oid, self.form("type"))
+        elif action == "leadership":
+            secretary = self.form("secretary_id")
+            committee = [(members.parse_id(m), self.get_body_argument(f"duty_{m}", "委员"))
+                         for m in self.get_body_arguments("committee_ids")]
+            await orgs.set_leadership(ctx, actor, oid, committee=committee,
+                                      secretary_id=members.parse_id(secretary) if secretary else None)
+        else:
+            raise tornado.web.HTTPError(404)
+        self.redirect(f"/admin/orgs/{target}?msg=" + tornado.escape.url_escape("已保存"))
+
+
+async def _org_by_code(ctx: Any, code: str) -> dict[str, Any]:
+    from models import orgs as orgs_model
+
+    org = await orgs_model.get_by_code(ctx.db, code)
+    if org is None:
+        raise InvalidInput("org_code_unknown", "找不到该组织编码")
+    return org
+
+
+class OrgMembersHandler(AdminHandler):
+    """The members of a subtree in tree order, with search."""
+
+    @tornado.web.authenticated
+    async def get(self, org_id: str) -> None:
+        org = await orgs.view(self.ctx, self.actor, org_id)
+        query = self.get_query_argument("q", "").strip()
+        cursor = self.get_query_argument("cursor", None)
+        if query:
+            rows, next_cursor = await members.search(self.ctx, self.actor, org["_id"], query), None
+        else:
+            rows, next_cursor = await members.page(self.ctx, self.actor, org["_id"], cursor)
+        tree = await orgtree.snapshot(self.ctx)
+        self.render("admin/members.html", org=org, query=query, next_cursor=next_cursor,
+                    rows=[members.present(self.ctx, m) for m in rows], org_name=tree.name)
+
+
+class MemberNewHandler(AdminHandler):
+    @tornado.web.authenticated
+    async def get(self, org_id: str) -> None:
+        org = await orgs.view(self.ctx, self.actor, org_id)
+        self.render("admin/member_form.html", org=org, member=None, values={}, errors={})
+
+    @tornado.web.authenticated
+    async def post(self, org_id: str) -> None:
+        org = await orgs.view(self.ctx, self.actor, org_id)
+        values = {f: self.form(f) for f in MEMBER_FORM_FIELDS}
+        try:
+            member = await members.create(self.ctx, self.actor, org["_id"], values)
+        except InvalidInput as exc:
+            self.set_status(400)
+            self.render("admin/member_form.html", org=org, member=None, values=values,
+                        errors=_field_errors(exc))
+            return
+        self.redirect(f"/admin/members/{member['_id']}?msg=" + tornado.escape.url_escape("已新增"))
+
+
+def _field_errors(exc: InvalidInput) -> dict[str, str]:
+    if isinstance(exc.details, list):
+        return {e["field"]: e["message"] for e in exc.details}
+    return {"_": exc.message}
+
+
+class MemberHandler(AdminHandler):
+    @tornado.web.authenticated
+    async def get(self, member_id: str) -> None:
+        member = await members.get_visible(self.ctx, self.actor, member_id)
+        org = await orgs.get(self.ctx, member["org_id"])
+        self.render("admin/member.html", member=members.present(self.ctx, member), org=org,
+                    unmasked=None, states=MEMBER_STATES)
+
+
+class MemberUnmaskHandler(AdminHandler):
+    """POST, not GET: showing clear personal data is an audited action."""
+
+    @tornado.web.authenticated
+    async def post(self, member_id: str) -> None:
+        member = await members.get_visible(self.ctx, self.actor, member_id)
+        clear = await members.unmask(self.ctx, self.actor, member["_id"])
+        org = await orgs.get(self.ctx, member["org_id"])
+        self.render("admin/member.html", member=members.present(self.ctx, member), org=org,
+                    unmasked=clear, states=MEMBER_STATES)
+
+
+class MemberEditHandler(AdminHandler):
+    @tornado.web.authenticated
+    async def get(self, member_id: str) -> None:
+        member = await members.get_visible(self.ctx, self.actor, member_id)
+        self.actor.require("member.edit", member["org_ancestors"])
+        clear = await members.unmask(self.ctx, self.actor, member["_id"])
+        values = {f: member.get(f) or "" for f in MEMBER_FORM_FIELDS}
+        values.update(clear)
+        org = await orgs.get(self.ctx, member["org_id"])
+        self.render("admin/member_form.html", org=org, member=member, values=values, errors={})
+
+    @tornado.web.authenticated
+    async def post(self, member_id: str) -> None:
+        member = await members.get_visible(self.ctx, self.actor, member_id)
+        values = {f: self.form(f) for f in MEMBER_FORM_FIELDS}
+        try:
+            await members.update(self.ctx, self.actor, member["_id"], values)
+        except InvalidInput as exc:
+            org = await orgs.get(self.ctx, member["org_id"])
+            self.set_status(400)
+            self.render("admin/member_form.html", org=org, member=member, values=values,
+                        errors=_field_errors(exc))
+            return
+        self.redirect(f"/admin/members/{member_id}?msg=" + tornado.escape.url_escape("已保存"))
+
+
+class MemberStateHandler(AdminHandler):
+    @tornado.web.authenticated
+    async def post(self, member_id: str) -> None:
+        await members.set_state(self.ctx, self.actor, members.parse_id(member_id), self.form("state"))
+        self.redirect(f"/admin/members/{member_id}?msg=" + tornado.escape.url_escape("已保存"))
+
+
+class AuditHandler(AdminHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        org_arg = self.get_query_argument("org", "")
+        org = await orgs.view(self.ctx, self.actor, org_arg or self.home_org())
+        days_arg = self.get_query_argument("days", "7")
+        days = int(days_arg) if days_arg.isdigit() else 0
+        before_arg = self.get_query_argument("before", "")
+        before = ObjectId(before_arg) if ObjectId.is_valid(before_arg) else None
+        rows = await audit.page(self.ctx, self.actor, org["_id"], days=days, before=before)
+        self.render("admin/audit.html", org=org, rows=rows, days=days, labels=audit.ACTION_LABELS,
+                    next_before=rows[-1]["_id"] if len(rows) == 50 else None)
+
+
+OID = r"([0-9a-f]{24})"
+ROUTES = [
+    (r"/admin/login", LoginHandler),
+    (r"/admin/logout", LogoutHandler),
+    (r"/admin/?", HomeHandler),
+    (rf"/admin/orgs/{OID}", OrgHandler),
+    (rf"/admin/orgs/{OID}/(rename|details|children|move|dissolve|upgrade|leadership)", OrgActionHandler),
+    (rf"/admin/orgs/{OID}/members", OrgMembersHandler),
+    (rf"/admin/orgs/{OID}/members/new", MemberNewHandler),
+    (rf"/admin/members/{OID}", MemberHandler),
+    (rf"/admin/members/{OID}/unmask", MemberUnmaskHandler),
+    (rf"/admin/members/{OID}/edit", MemberEditHandler),
+    (rf"/admin/members/{OID}/state", MemberStateHandler),
+    (r"/admin/audit", AuditHandler),
+]

@@ -1,0 +1,5 @@
+import sys
+
+from wxbackend.cli import main
+
+sys.exit(main())

@@ -1,0 +1,57 @@
+"""The running application's shared resources, built once per process.
+
+Services take the context as their first argument (``ctx.db``, ``ctx.redis``,
+``ctx.cipher``), so they run the same under the web server, a worker, the CLI
+and the tests::
+
+    ctx = await AppContext.connect(settings, mongodb_uri, redis_url)
+    try:
+        ...
+    finally:
+        await ctx.close()
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from wxbackend.embedded import mongo_uri_with_defaults
+from wxbackend.fieldcrypto import FieldCipher
+from wxbackend.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    mongo: AsyncMongoClient
+    db: AsyncDatabase
+    redis: aioredis.Redis
+    cipher: FieldCipher
+    # Per-process caches that services own (e.g. the organisation tree snapshot).
+    caches: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    async def connect(cls, settings: Settings, mongodb_uri: str, redis_url: str,
+                      *, database: str | None = None, event_listeners: list | None = None,
+                      ) -> AppContext:
+        mongo = AsyncMongoClient(
+            mongo_uri_with_defaults(mongodb_uri),
+            serverSelectionTimeoutMS=settings.mongodb.server_selection_timeout_ms,
+            connectTimeoutMS=2000, tz_aware=True, event_listeners=event_listeners or [],
+        )
+        db = mongo[database or settings.mongodb.database]
+        redis = aioredis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2,
+                                  decode_responses=False)
+        return cls(settings, mongo, db, redis, FieldCipher(settings.field_key_bytes()))
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.mongo.close()

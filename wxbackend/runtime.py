@@ -1,0 +1,81 @@
+"""Starting and stopping what a process needs: database, Redis, context.
+
+``serve`` starts the embedded servers when their URLs are unset and records
+their addresses in ``<data dir>/embedded.json`` while it runs, so that other
+commands (``seed``, ``import-members``, ``worker``) reuse them instead of
+opening the same storage twice::
+
+    async with open_runtime(settings) as rt:
+        await do_something(rt.ctx)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from models import ensure_indexes
+from wxbackend.context import AppContext
+from wxbackend.embedded import EmbeddedServers, ensure_dir
+from wxbackend.settings import Settings
+
+STATE_FILE = "embedded.json"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    ctx: AppContext
+    mongodb_uri: str
+    redis_url: str
+    servers: EmbeddedServers | None
+
+
+def _running_embedded(data_dir: Path) -> dict[str, str] | None:
+    path = data_dir / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+        os.kill(state["pid"], 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return state
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(settings: Settings, *, owner: bool = False) -> AsyncIterator[Runtime]:
+    """Connect to MongoDB and Redis, starting embedded ones where needed.
+
+    ``owner`` (the ``serve`` command) publishes the embedded servers' addresses
+    for the other commands while it runs.
+    """
+    data_dir = ensure_dir(settings.data_dir)
+    mongodb_uri, redis_url = settings.mongodb.uri, settings.redis.url
+    servers = None
+    shared = None if owner else _running_embedded(data_dir)
+    if shared:
+        mongodb_uri = mongodb_uri or shared["mongodb_uri"]
+        redis_url = redis_url or shared["redis_url"]
+    if not mongodb_uri or not redis_url:
+        servers = EmbeddedServers(data_dir, mongo=not mongodb_uri, redis=not redis_url).start()
+        mongodb_uri = mongodb_uri or servers.mongodb_uri
+        redis_url = redis_url or servers.redis_url
+    state_path = data_dir / STATE_FILE
+    try:
+        if owner and servers is not None:
+            state_path.write_text(json.dumps({"pid": os.getpid(), "mongodb_uri": mongodb_uri,
+                                              "redis_url": redis_url}))
+        ctx = await AppContext.connect(settings, mongodb_uri, redis_url)
+        try:
+            await ensure_indexes(ctx.db)
+            yield Runtime(settings, ctx, mongodb_uri, redis_url, servers)
+        finally:
+            await ctx.close()
+    finally:
+        if owner and servers is not None:
+            state_path.unlink(missing_ok=True)
+        if servers is not None:
+            servers.stop()

@@ -1,0 +1,33 @@
+"""``serve``: the HTTP server with its embedded dependencies and demo data."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from wxbackend.app import make_app
+from wxbackend.runtime import open_runtime
+from wxbackend.settings import Settings
+
+log = logging.getLogger("wxbackend.server")
+
+
+async def serve(settings: Settings, *, demo: bool = False) -> None:
+    from wxbackend.cli import install_signal_handlers
+
+    async with open_runtime(settings, owner=True) as rt:
+        if demo:
+            from wxbackend.services import seed
+
+            login = await seed.ensure_demo(rt.ctx, settings.seed.demo_scale)
+            print(f"demo admin: {login.username} / {login.password}  ({login.note})", flush=True)
+        app = make_app(rt.ctx)
+        server = app.listen(settings.http.port, settings.http.host, xheaders=settings.http.xheaders,
+                            max_body_size=settings.http.max_body_bytes)
+        print(f"serving on http://{settings.http.host}:{settings.http.port}/admin/", flush=True)
+        stopped = asyncio.Event()
+        install_signal_handlers(stopped.set)
+        await stopped.wait()
+        log.info("shutting down")
+        server.stop()
+        await server.close_all_connections()

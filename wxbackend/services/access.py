@@ -1,0 +1,81 @@
+"""Who may do what, where: roles scoped to an organisation subtree.
+
+A user holds roles such as ``secretary@<branch>``. Each role grants a set of
+permissions over its organisation and everything below it. Services ask the
+:class:`Actor` before they read or change anything::
+
+    actor.require("member.edit", member["org_ancestors"])   # raises Forbidden
+    query = {"org_ancestors": {"$in": actor.scope("member.view")}}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from bson import ObjectId
+
+from wxbackend.errors import Forbidden
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "city_admin": frozenset({
+        "org.view", "org.edit", "org.structure", "member.view", "member.edit",
+        "member.import", "member.unmask", "member.unbind", "audit.view", "admin.manage",
+    }),
+    "committee_admin": frozenset({
+        "org.view", "org.edit", "org.structure", "member.view", "member.edit",
+        "member.import", "member.unmask", "member.unbind", "audit.view", "admin.manage",
+    }),
+    "secretary": frozenset({
+        "org.view", "org.edit", "member.view", "member.edit", "member.import",
+        "member.unmask", "member.unbind",
+    }),
+    "auditor": frozenset({"org.view", "member.view", "audit.view"}),
+}
+
+
+@dataclass(frozen=True)
+class Role:
+    role: str
+    org_id: ObjectId
+
+
+@dataclass
+class Actor:
+    """The person (or system process) on whose behalf a service runs."""
+
+    id: ObjectId | None
+    name: str
+    roles: list[Role] = field(default_factory=list)
+    ip: str = ""
+    system: bool = False
+
+    @classmethod
+    def system_actor(cls, name: str = "system") -> Actor:
+        return cls(id=None, name=name, system=True)
+
+    def scope(self, permission: str) -> list[ObjectId]:
+        """Organisations whose subtrees the permission covers (may be empty)."""
+        return [r.org_id for r in self.roles if permission in PERMISSIONS.get(r.role, ())]
+
+    def can(self, permission: str, org_ancestors: Iterable[ObjectId]) -> bool:
+        if self.system:
+            return True
+        path = set(org_ancestors)
+        return any(org_id in path for org_id in self.scope(permission))
+
+    def require(self, permission: str, org_ancestors: Iterable[ObjectId]) -> None:
+        if not self.can(permission, org_ancestors):
+            raise Forbidden("out_of_scope", "无权访问该组织或党员的信息")
+
+    def require_any(self, permission: str) -> list[ObjectId]:
+        if self.system:
+            raise Forbidden("system_actor", "系统账号不能进行此操作")
+        scope = self.scope(permission)
+        if not scope:
+            raise Forbidden("permission_denied", "您的角色没有此权限")
+        return scope
+
+    @property
+    def role_names(self) -> set[str]:
+        return {r.role for r in self.roles}

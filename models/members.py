@@ -18,9 +18,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
+import models
 from models import register
 
 COLLECTION = "members"
@@ -102,10 +103,10 @@ async def bulk_update(db: AsyncDatabase, updates: list[tuple[ObjectId, dict[str,
                                         ordered=False)
 
 
-async def update_if(db: AsyncDatabase, member_id: ObjectId, expected: dict[str, Any],
+async def update_if(db: AsyncDatabase, doc_id: ObjectId, expected: dict[str, Any],
                     changes: dict[str, Any]) -> dict[str, Any] | None:
-    return await db[COLLECTION].find_one_and_update(
-        {"_id": member_id, **expected}, changes, return_document=ReturnDocument.AFTER)
+    """Apply ``changes`` only while the document still matches ``expected``."""
+    return await models.update_if(db[COLLECTION], doc_id, expected, changes)
 
 
 async def count_in_org(db: AsyncDatabase, org_id: ObjectId) -> int:

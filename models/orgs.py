@@ -21,9 +21,10 @@ from __future__ import annotations
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
+import models
 from models import register
 
 COLLECTION = "organisations"
@@ -79,11 +80,10 @@ async def insert(db: AsyncDatabase, doc: dict[str, Any]) -> None:
     await db[COLLECTION].insert_one(doc)
 
 
-async def update_if(db: AsyncDatabase, org_id: ObjectId, expected: dict[str, Any],
+async def update_if(db: AsyncDatabase, doc_id: ObjectId, expected: dict[str, Any],
                     changes: dict[str, Any]) -> dict[str, Any] | None:
     """Apply ``changes`` only while the document still matches ``expected``."""
-    return await db[COLLECTION].find_one_and_update(
-        {"_id": org_id, **expected}, changes, return_document=ReturnDocument.AFTER)
+    return await models.update_if(db[COLLECTION], doc_id, expected, changes)
 
 
 async def adjust_member_counts(db: AsyncDatabase, org_id: ObjectId, org_ancestors: list[ObjectId],

@@ -6,6 +6,12 @@ command of each new shape is explained against the real server before the
 test's database is dropped, and any COLLSCAN fails the test. SecantusDB's
 explain of update/delete commands does not report the plan, so those are
 explained as the equivalent find.
+
+Two facts of SecantusDB measured on 20,000 documents shape the rules:
+``findAndModify`` scans the whole collection whatever its filter (170-420 ms
+against 1-3 ms for ``update_one``), so it is refused outright; and a filter
+with an equality on ``_id`` runs as a point lookup (1-3 ms) although explain
+reports COLLSCAN when other fields are present, so such filters pass.
 """
 
 from __future__ import annotations
@@ -59,10 +65,15 @@ class QueryRecorder(monitoring.CommandListener):
 
     def __init__(self) -> None:
         self.pending: list[tuple[str, str, dict, dict | None]] = []
+        self.refused: list[str] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         name = event.command_name
         if name not in QUERY_COMMANDS or not isinstance(event.command.get(name), str):
+            return
+        if name == "findAndModify":
+            self.refused.append(f"{event.command[name]}: findAndModify scans the whole collection "
+                                "in SecantusDB; use models.update_if (update_one + read)")
             return
         for coll, flt, sort in finds_of(name, event.command):
             key = (coll, shape(flt), shape(sort or {}))
@@ -92,9 +103,12 @@ def plan_stages(plan: Any) -> list[str]:
 
 async def check_pending(client: Any, recorder: QueryRecorder) -> list[str]:
     """Explain each pending query; return descriptions of collection scans."""
-    scans = []
+    scans = list(recorder.refused)
+    recorder.refused.clear()
     while recorder.pending:
         db_name, coll, flt, sort = recorder.pending.pop()
+        if _is_point_lookup(flt):
+            continue
         cursor = client[db_name][coll].find(flt)
         if sort:
             cursor = cursor.sort(list(sort.items()))
@@ -102,3 +116,8 @@ async def check_pending(client: Any, recorder: QueryRecorder) -> list[str]:
         if "COLLSCAN" in plan_stages(explained.get("queryPlanner", {}).get("winningPlan")):
             scans.append(f"{coll}: filter={flt!r} sort={sort!r}")
     return scans
+
+
+def _is_point_lookup(flt: dict) -> bool:
+    value = flt.get("_id")
+    return value is not None and not isinstance(value, dict)

@@ -3,6 +3,7 @@
 from datetime import date
 
 import pytest
+from cryptography.exceptions import InvalidTag
 
 from wxbackend.errors import InvalidInput
 from wxbackend.fieldcrypto import FieldCipher, mask_id_card, mask_phone
@@ -44,7 +45,7 @@ def test_cipher_round_trip_and_purpose_binding():
     token = cipher.encrypt("350203198503140011", purpose="id_card")
     assert b"350203" not in bytes(token)
     assert cipher.decrypt(token, purpose="id_card") == "350203198503140011"
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidTag):
         cipher.decrypt(token, purpose="phone")
     assert cipher.encrypt("x", purpose="id_card") != cipher.encrypt("x", purpose="id_card")
 

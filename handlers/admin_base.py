@@ -17,20 +17,19 @@ SESSION_COOKIE = "wxb_session"
 
 
 class AdminHandler(BaseHandler):
-    current_user: Actor | None
-
     async def prepare(self) -> None:
         super().prepare()
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Frame-Options", "DENY")
         self.set_header("Referrer-Policy", "same-origin")
         sid = self.get_signed_cookie(SESSION_COOKIE, max_age_days=1)
-        self.current_user = None
         if sid:
             self.current_user = await admins.actor_for_session(self.ctx, sid.decode(), self.client_ip)
 
     def get_current_user(self) -> Actor | None:
-        return self.current_user
+        # Only reached when prepare() did not run (e.g. the XSRF check failed
+        # first): such a request is treated as anonymous.
+        return None
 
     @property
     def actor(self) -> Actor:

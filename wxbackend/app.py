@@ -23,6 +23,9 @@ access_log = logging.getLogger("wxbackend.access")
 ROUTE_MODULES = [
     "handlers.health",
     "handlers.admin",
+    "handlers.admin_import",
+    "handlers.wechat_oa",
+    "handlers.admin_binding",
 ]
 
 

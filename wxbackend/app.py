@@ -24,8 +24,6 @@ ROUTE_MODULES = [
     "handlers.health",
     "handlers.admin",
     "handlers.admin_import",
-    "handlers.wechat_oa",
-    "handlers.admin_binding",
 ]
 
 

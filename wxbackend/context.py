@@ -14,6 +14,7 @@ and the tests::
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,8 @@ class AppContext:
     cipher: FieldCipher
     # Per-process caches that services own (e.g. the organisation tree snapshot).
     caches: dict[str, Any] = field(default_factory=dict)
+    # Async callables that close() awaits first (e.g. the WeChat client's HTTP pool).
+    on_close: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
 
     @classmethod
     async def connect(cls, settings: Settings, mongodb_uri: str, redis_url: str,
@@ -53,5 +56,7 @@ class AppContext:
         return cls(settings, mongo, db, redis, FieldCipher(settings.field_key_bytes()))
 
     async def close(self) -> None:
+        for hook in reversed(self.on_close):
+            await hook()
         await self.redis.aclose()
         await self.mongo.close()

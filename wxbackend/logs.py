@@ -55,3 +55,5 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     # tornado.access is replaced by our own access log line (Application.log_request).
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
     logging.getLogger("pymongo").setLevel(logging.WARNING)
+    # httpx logs each URL at INFO, and WeChat URLs carry access tokens and secrets.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

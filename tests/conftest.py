@@ -21,6 +21,7 @@ from bson import ObjectId
 from models import ensure_indexes
 from tests.queryshapes import QueryRecorder, check_pending
 from tests.webclient import WebClient
+from tests.wechat_fixtures import sandbox  # noqa: F401  (fixture for WeChat tests)
 from wxbackend.app import make_app
 from wxbackend.context import AppContext
 from wxbackend.embedded import EmbeddedServers, free_port

@@ -58,6 +58,16 @@ def inbound_xml(fields: dict[str, Any]) -> str:
     return "<xml>" + "".join(parts) + "</xml>"
 
 
+def parse_xml(text: str) -> dict[str, Any] | None:
+    """The fields under <xml>, or None for anything else (expat refuses entities)."""
+    try:
+        doc = xmltodict.parse(text)
+    except Exception:  # expat errors of every kind
+        return None
+    root = doc.get("xml") if isinstance(doc, dict) else None
+    return root if isinstance(root, dict) else None
+
+
 def sign(*parts: str) -> str:
     signer = WeChatSigner()
     signer.add_data(*parts)
@@ -67,19 +77,26 @@ def sign(*parts: str) -> str:
 class Pusher:
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
-        self.crypto = (WeChatCrypto(config.oa_token, config.oa_aes_key, config.oa_appid)
-                       if config.mode == "safe" else None)
+
+    @property
+    def crypto(self) -> WeChatCrypto | None:
+        """wechatpy's crypto in safe mode (read per push: tests switch modes)."""
+        config = self.config
+        if config.mode != "safe":
+            return None
+        return WeChatCrypto(config.oa_token, config.oa_aes_key, config.oa_appid)
 
     def envelope(self, openid: str, xml: str) -> tuple[dict[str, str], str]:
         """The signed query and the body (encrypted in safe mode) of one push."""
         timestamp, nonce = str(int(time.time())), str(secrets.randbelow(10**10))
         query = {"signature": sign(self.config.oa_token, timestamp, nonce),
                  "timestamp": timestamp, "nonce": nonce, "openid": openid}
-        if self.crypto is None:
+        crypto = self.crypto
+        if crypto is None:
             return query, xml
         # wechatpy's encrypt_message yields Encrypt and its msg_signature
         # (sha1 of sorted token, timestamp, nonce, Encrypt), as WeChat computes them.
-        sealed = xmltodict.parse(self.crypto.encrypt_message(xml, nonce, timestamp))["xml"]
+        sealed = xmltodict.parse(crypto.encrypt_message(xml, nonce, timestamp))["xml"]
         query.update(encrypt_type="aes", msg_signature=sealed["MsgSignature"])
         body = inbound_xml({"ToUserName": self.config.oa_original_id,
                             "Encrypt": sealed["Encrypt"]})
@@ -115,20 +132,22 @@ class Pusher:
             return None, f"HTTP {status}; {UNAVAILABLE}"
         if text.strip() in ("", "success"):
             return None, None
-        try:
-            doc = xmltodict.parse(text)["xml"]
-        except Exception:  # expat errors, a missing <xml> root ...
+        doc = parse_xml(text)
+        if doc is None:
             return None, f"reply is not WeChat XML; {UNAVAILABLE}"
-        if self.crypto is not None:
+        crypto = self.crypto
+        if crypto is not None:
             if "Encrypt" not in doc:
                 return doc, f"safe mode needs an encrypted reply; {UNAVAILABLE}"
             try:
-                plain = self.crypto.decrypt_message(text, doc.get("MsgSignature"),
+                plain = crypto.decrypt_message(text, doc.get("MsgSignature"),
                                                     doc.get("TimeStamp"), doc.get("Nonce"))
             except (InvalidSignatureException, InvalidAppIdException, ValueError, TypeError,
                     KeyError) as exc:
                 return None, f"encrypted reply rejected ({type(exc).__name__}); {UNAVAILABLE}"
-            doc = xmltodict.parse(plain)["xml"]
+            doc = parse_xml(plain)
+            if doc is None:
+                return None, f"decrypted reply is not WeChat XML; {UNAVAILABLE}"
         return doc, self.reply_problem(openid, doc)
 
     def reply_problem(self, openid: str, doc: dict[str, Any]) -> str | None:

@@ -24,6 +24,7 @@ ROUTE_MODULES = [
     "handlers.health",
     "handlers.admin",
     "handlers.admin_import",
+    "handlers.wechat_oa",
 ]
 
 

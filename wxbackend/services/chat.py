@@ -1,0 +1,119 @@
+"""What a member can do by chatting with the official account.
+
+Registered into the callback's router (:mod:`wxbackend.wechat.router`); each
+handler gets the context and the inbound message and returns what the member
+sees, in Chinese, built from their own data. No WeChat XML here::
+
+    @router.keyword("我的支部")
+    async def my_branch(ctx, msg) -> Text: ...
+
+Now: follow (welcome + binding link), unfollow (recorded), the keywords
+绑定 / 我的支部 / 帮助, the menu keys below, and help for anything else.
+Capabilities that do not exist yet (meetings, dues, study) have no keyword:
+they register their own when they land.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.enums import MEMBER_STATES, PARTY_STATUSES
+from wxbackend.context import AppContext
+from wxbackend.services import binding, orgs
+from wxbackend.wechat.router import Inbound, Reply, Text, router
+
+# Keys of the CLICK buttons of config/menu.json.
+MENU_MY_BRANCH = "MY_BRANCH"
+MENU_BIND = "BIND"
+MENU_HELP = "HELP"
+BIND_PATH = "/wechat/oa/bind"
+NOT_BOUND = "您还没有绑定党员身份。"
+
+
+def bind_url(ctx: AppContext) -> str:
+    """The binding page; opening it goes through WeChat's OAuth for the openid."""
+    return ctx.settings.public_url + BIND_PATH
+
+
+def bind_link(ctx: AppContext) -> str:
+    return f'<a href="{bind_url(ctx)}">点此绑定党员身份</a>'
+
+
+def help_text(ctx: AppContext, member: dict[str, Any] | None) -> str:
+    lines = ["您可以发送以下关键词：",
+             "【我的支部】查看所在党支部和您的党员状态",
+             "【绑定】绑定党员身份",
+             "【帮助】查看本说明",
+             "也可以使用下方菜单。"]
+    if member is None:
+        lines.append(f"{NOT_BOUND}{bind_link(ctx)}")
+    return "\n".join(lines)
+
+
+@router.event("subscribe")
+async def on_subscribe(ctx: AppContext, msg: Inbound) -> Reply:
+    member = await binding.record_follow(ctx, msg.openid, msg.scene)
+    if member is None:
+        return Text("欢迎关注党建e家！\n绑定党员身份后，可查看支部信息、接收组织生活通知。\n"
+                    + bind_link(ctx))
+    return Text(f"{member['name']}同志，欢迎回来！\n" + help_text(ctx, member))
+
+
+@router.event("unsubscribe")
+async def on_unsubscribe(ctx: AppContext, msg: Inbound) -> None:
+    # WeChat shows nothing to someone who left; the state is for picking channels later.
+    await binding.record_unfollow(ctx, msg.openid)
+
+
+@router.keyword("帮助")
+@router.menu_key(MENU_HELP)
+@router.event("scan")
+@router.fallback_text
+@router.fallback_menu
+async def on_help(ctx: AppContext, msg: Inbound) -> Reply:
+    # Also a QR code whose scene no capability claims: say what we do rather than nothing.
+    member = await binding.member_for(ctx, "oa", msg.openid)
+    return Text(help_text(ctx, member))
+
+
+@router.keyword("绑定")
+@router.menu_key(MENU_BIND)
+async def on_bind(ctx: AppContext, msg: Inbound) -> Reply:
+    member = await binding.member_for(ctx, "oa", msg.openid)
+    if member is None:
+        return Text(f"请用本人姓名和身份证号码完成绑定：{bind_link(ctx)}")
+    return Text(f"您已绑定为{member['name']}。如需更换绑定，请联系支部书记解除后重新绑定。")
+
+
+@router.keyword("我的支部")
+@router.menu_key(MENU_MY_BRANCH)
+async def on_my_branch(ctx: AppContext, msg: Inbound) -> Reply:
+    member = await binding.member_for(ctx, "oa", msg.openid)
+    if member is None:
+        return Text(f"{NOT_BOUND}{bind_link(ctx)}")
+    if member["state"] != "active":
+        label = MEMBER_STATES.get(member["state"], member["state"])
+        return Text(f"您的党员档案状态为“{label}”，不再显示支部信息。如有疑问请联系原所在党支部。")
+    org = await orgs.get(ctx, member["org_id"])
+    return Text(branch_summary(member, org))
+
+
+def branch_summary(member: dict[str, Any], org: dict[str, Any]) -> str:
+    secretary = (org.get("secretary") or {}).get("name") or "暂未设置"
+    status = PARTY_STATUSES.get(member.get("party_status"), "")
+    return "\n".join([
+        f"所在党组织：{org['name']}",
+        f"支部书记：{secretary}",
+        f"在册党员：{org.get('member_count', 0)}名（正式党员{org.get('full_member_count', 0)}名）",
+        f"您的身份：{status}，党籍状态{MEMBER_STATES['active']}",
+    ])
+
+
+async def _help_for_media(ctx: AppContext, msg: Inbound) -> Reply:
+    # Pictures, voice, locations ... are not understood yet: say what is.
+    member = await binding.member_for(ctx, "oa", msg.openid)
+    return Text("暂时无法识别这类消息。\n" + help_text(ctx, member))
+
+
+for _kind in ("image", "voice", "video", "shortvideo", "location", "link", "file"):
+    router.message_type(_kind)(_help_for_media)

@@ -1,0 +1,74 @@
+"""Work the callback finishes after it has answered, and the late reply it sends.
+
+A callback that cannot finish within its budget answers ``success`` at once;
+its handler keeps running here and its reply reaches the member as a
+customer-service message (``/cgi-bin/message/custom/send``). asyncio keeps
+only weak references to tasks, so the running ones are held in a set on the
+context until they finish; failures are logged, never raised. (The job queue
+of the notifications issue will take this over.)::
+
+    spawn(ctx, send_late_reply(ctx, openid, task), "late reply")
+    await drain(ctx)          # tests and shutdown: wait for what is running
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from wxbackend.context import AppContext
+from wxbackend.wechat.router import Reply
+
+log = logging.getLogger("wxbackend.wechat.background")
+
+_TASKS = "wechat.background_tasks"
+
+
+def _tasks(ctx: AppContext) -> set[asyncio.Task[Any]]:
+    return ctx.caches.setdefault(_TASKS, set())
+
+
+def spawn(ctx: AppContext, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
+    """Run ``coro`` in the background, holding a strong reference until it ends."""
+    task = asyncio.ensure_future(coro)
+    tasks = _tasks(ctx)
+    tasks.add(task)
+
+    def finished(done: asyncio.Task[Any]) -> None:
+        tasks.discard(done)
+        if not done.cancelled() and done.exception() is not None:
+            log.error("background %s failed", what, exc_info=done.exception())
+
+    task.add_done_callback(finished)
+    return task
+
+
+async def drain(ctx: AppContext, seconds: float = 10.0) -> None:
+    """Wait up to ``seconds`` for the background work of this context (tests, shutdown)."""
+    while tasks := list(_tasks(ctx)):
+        await asyncio.wait(tasks, timeout=seconds)
+        if any(not t.done() for t in tasks):
+            return
+
+
+async def send_late_reply(ctx: AppContext, openid: str, work: asyncio.Future[Reply | None]) -> None:
+    """Wait for a handler that missed the budget and send its reply as a customer-service text."""
+    try:
+        reply = await work
+    except Exception:
+        log.exception("late chat handler failed", extra={"fields": {"openid": openid}})
+        return
+    if reply is None:
+        return
+    from wxbackend.wechat.client import oa_client  # the outbound client (its own module)
+
+    try:
+        await oa_client(ctx).send_custom_text(openid, reply.as_text())
+    except Exception as exc:  # WeChatError (45009 quota, 40001, -1 ...), timeouts, network
+        log.warning("late reply not delivered", extra={"fields": {
+            "openid": openid, "error": exc.__class__.__name__,
+            "errcode": getattr(exc, "errcode", None), "errmsg": getattr(exc, "errmsg", str(exc))}})
+        return
+    log.info("late reply sent as customer-service message", extra={"fields": {"openid": openid}})

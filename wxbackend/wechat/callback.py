@@ -1,0 +1,165 @@
+"""The official-account callback: verify, decrypt, dedupe, dispatch, answer in time.
+
+``GET /wechat/oa`` proves the URL to WeChat (echo ``echostr``); ``POST``
+delivers messages and events in plain mode (``signature``) or safe mode
+(``encrypt_type=aes`` + ``msg_signature``, encrypted answers). The handler in
+``handlers/wechat_oa.py`` only hands over the query and the body::
+
+    echostr = verify_url(ctx, {"signature": ..., "timestamp": ..., "nonce": ..., "echostr": ...})
+    answer = await handle_post(ctx, query, body, content_length)
+    answer.body, answer.content_type          # "success" or (encrypted) reply XML
+
+Each message is answered at most once with effects: the dedup claim is taken
+before the handler runs (:mod:`wxbackend.wechat.dedup`). A handler that needs
+more than ``[wechat] callback_budget_seconds`` is answered ``success`` and
+finishes in the background, its reply sent later as a customer-service
+message (:mod:`wxbackend.wechat.background`). Refused requests raise
+:class:`~wxbackend.wechat.inbound.CallbackError` with the HTTP status to answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from wxbackend.context import AppContext
+from wxbackend.wechat import background
+from wxbackend.wechat.dedup import Claim, Dedup, dedup_key
+from wxbackend.wechat.inbound import (
+    CallbackCrypto,
+    CallbackError,
+    bad_request,
+    decode_body,
+    envelope_encrypt,
+    parse_inbound,
+)
+from wxbackend.wechat.router import Inbound, Reply, Text, router
+
+log = logging.getLogger("wxbackend.wechat.callback")
+
+SUCCESS = "success"
+# What a member sees when a handler failed (rather than WeChat's "该公众号暂时无法提供服务").
+BUSY = Text("系统繁忙，请稍后再试。")
+MAX_PARAM = 128
+
+
+@dataclass(frozen=True)
+class Answer:
+    body: str
+    content_type: str = "text/plain; charset=UTF-8"
+
+
+def crypto_for(ctx: AppContext) -> CallbackCrypto:
+    """The account's crypto, built once per context (it parses the AES key)."""
+    wx = ctx.settings.wechat
+    if not wx.oa_token or not wx.oa_appid:
+        # An empty token would make every signature computable by anyone.
+        raise CallbackError(503, "oa_not_configured")
+    config = (wx.oa_token, wx.oa_aes_key, wx.oa_appid)
+    cached = ctx.caches.get("wechat.oa_crypto")
+    if cached is None or cached[0] != config:
+        cached = (config, CallbackCrypto(*config))
+        ctx.caches["wechat.oa_crypto"] = cached
+    return cached[1]
+
+
+def _param(query: Mapping[str, str], name: str) -> str:
+    value = query.get(name, "")
+    if not value or len(value) > MAX_PARAM:
+        raise bad_request(f"missing_{name}")
+    return value
+
+
+def verify_url(ctx: AppContext, query: Mapping[str, str]) -> str:
+    """The URL check of WeChat's server configuration page: the echostr, if signed."""
+    timestamp, nonce = _param(query, "timestamp"), _param(query, "nonce")
+    echostr = query.get("echostr", "")
+    if not echostr or len(echostr) > 4096:
+        raise bad_request("missing_echostr")
+    crypto = crypto_for(ctx)
+    if query.get("msg_signature"):
+        # Safe mode: the echostr is encrypted and signed like a message body.
+        crypto.check_msg_signature(query["msg_signature"], timestamp, nonce, echostr)
+        return crypto.decrypt(echostr)
+    crypto.check_signature(_param(query, "signature"), timestamp, nonce)
+    return echostr
+
+
+def check_size(ctx: AppContext, content_length: str | None, body: bytes) -> None:
+    """413 before any parsing: by the declared length and by what actually came."""
+    limit = ctx.settings.wechat.callback_max_bytes
+    declared = int(content_length) if content_length and content_length.isdigit() else 0
+    if declared > limit or len(body) > limit:
+        raise CallbackError(413, "body_too_large")
+
+
+async def handle_post(ctx: AppContext, query: Mapping[str, str], body: bytes,
+                      content_length: str | None = None) -> Answer:
+    """Verify and decrypt one delivery, answer it (at most once with effects)."""
+    check_size(ctx, content_length, body)
+    timestamp, nonce = _param(query, "timestamp"), _param(query, "nonce")
+    crypto = crypto_for(ctx)
+    safe = query.get("encrypt_type", "raw").lower() == "aes"
+    if safe:
+        msg_signature = _param(query, "msg_signature")
+        encrypt = envelope_encrypt(decode_body(body))
+        crypto.check_msg_signature(msg_signature, timestamp, nonce, encrypt)
+        xml = crypto.decrypt(encrypt)
+    else:
+        if query.get("encrypt_type", "raw").lower() != "raw":
+            raise bad_request("unknown_encrypt_type")
+        crypto.check_signature(_param(query, "signature"), timestamp, nonce)
+        xml = decode_body(body)
+    msg = parse_inbound(xml)
+    reply_xml = await answer(ctx, msg)
+    if reply_xml is None:
+        # "success" needs no encryption even in safe mode (official doc).
+        return Answer(SUCCESS)
+    body_out = crypto.encrypt_reply(reply_xml) if safe else reply_xml
+    return Answer(body_out, "application/xml; charset=UTF-8")
+
+
+async def answer(ctx: AppContext, msg: Inbound) -> str | None:
+    """The reply XML for ``msg`` (None: "success"), running its effects at most once."""
+    router.load()
+    if not router.is_known(msg):
+        log.info("unhandled official-account message", extra={"fields": {
+            "msg_type": msg.msg_type, "event": msg.event or None, "openid": msg.openid}})
+        return None
+    key = dedup_key(msg)
+    dedup = Dedup(ctx.redis, ctx.settings.wechat.dedup_ttl_seconds)
+    state, stored = await dedup.claim(key)
+    if state is Claim.DONE:
+        return stored
+    if state is Claim.PENDING:
+        # A concurrent delivery runs it; its answer, if it comes in time, is ours too.
+        return await dedup.wait(key, ctx.settings.wechat.callback_budget_seconds)
+    reply = await _within_budget(ctx, msg)
+    reply_xml = reply.render(msg) if reply is not None else None
+    if state is Claim.NEW:
+        await dedup.store(key, reply_xml)
+    return reply_xml
+
+
+async def _within_budget(ctx: AppContext, msg: Inbound) -> Reply | None:
+    work = asyncio.ensure_future(_dispatch(ctx, msg))
+    try:
+        return await asyncio.wait_for(asyncio.shield(work), ctx.settings.wechat.callback_budget_seconds)
+    except TimeoutError:
+        log.warning("chat handler over budget: answered success, reply follows as a "
+                    "customer-service message", extra={"fields": {
+                        "msg_type": msg.msg_type, "event": msg.event or None}})
+        background.spawn(ctx, background.send_late_reply(ctx, msg.openid, work), "late reply")
+        return None
+
+
+async def _dispatch(ctx: AppContext, msg: Inbound) -> Reply | None:
+    try:
+        return await router.dispatch(ctx, msg)
+    except Exception:
+        # The member gets a clear answer; the cause goes to the log.
+        log.exception("chat handler failed", extra={"fields": {
+            "msg_type": msg.msg_type, "event": msg.event or None}})
+        return BUSY

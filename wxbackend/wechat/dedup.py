@@ -1,0 +1,119 @@
+"""Drop WeChat's retries: one claim per MsgId (or event key) in Redis.
+
+WeChat retries a callback three times when it hears nothing within 5 s, and
+may deliver the same message twice at once. The first delivery claims the key
+atomically (``SET NX``) *before* any effect runs; the answer is then stored
+under the same key, so a retry gets the same reply and never runs the effects
+again. A delivery that finds the claim still pending waits briefly for the
+stored answer, else answers ``success``::
+
+    dedup = Dedup(ctx.redis, ttl=600)
+    state, stored = await dedup.claim(key)
+    if state is Claim.NEW:
+        ... run effects, build reply_xml ...
+        await dedup.store(key, reply_xml)      # None: "answered success"
+    elif state is Claim.DONE:
+        reply_xml = stored                     # None: answer success
+    elif state is Claim.PENDING:
+        reply_xml = await dedup.wait(key, seconds=2.5)
+
+With Redis down, ``claim`` answers ``Claim.UNAVAILABLE``: the message is
+processed without dedup (a retry may then run twice) and the outage is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import logging
+import time
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from wxbackend import metrics
+from wxbackend.wechat.router import Inbound
+
+log = logging.getLogger("wxbackend.wechat.dedup")
+
+PREFIX = "wx:oa:dedup:"
+_PENDING = b"P"
+_NO_REPLY = b"S"
+_REPLY = b"R"
+# How long one Redis call of the dedup may take before we give up on it: the
+# callback must answer well inside WeChat's 5 s even when Redis hangs.
+REDIS_TIMEOUT = 0.5
+POLL_SECONDS = 0.02
+REDIS_ERRORS = (redis.exceptions.RedisError, OSError, asyncio.TimeoutError)
+
+
+class Claim(enum.Enum):
+    NEW = "new"
+    PENDING = "pending"
+    DONE = "done"
+    UNAVAILABLE = "unavailable"
+
+
+def dedup_key(msg: Inbound) -> str:
+    """MsgId for messages; FromUserName + CreateTime + Event (+ EventKey) for events."""
+    if msg.msg_id is not None:
+        return f"{PREFIX}m:{msg.msg_id}"
+    identity = "\x1f".join((msg.openid, str(msg.create_time), msg.msg_type, msg.event, msg.key))
+    return PREFIX + "e:" + hashlib.sha1(identity.encode()).hexdigest()  # noqa: S324 - a key, not a MAC
+
+
+def _decode(value: bytes | None) -> tuple[bool, str | None]:
+    """(answered, reply_xml) of a stored value."""
+    if value is None or value == _PENDING:
+        return False, None
+    if value.startswith(_REPLY):
+        return True, value[1:].decode()
+    return True, None
+
+
+class Dedup:
+    def __init__(self, redis: aioredis.Redis, ttl: int) -> None:
+        self.redis = redis
+        self.ttl = ttl
+
+    async def claim(self, key: str) -> tuple[Claim, str | None]:
+        """Claim ``key`` or report what an earlier delivery left there."""
+        try:
+            won = await asyncio.wait_for(
+                self.redis.set(key, _PENDING, nx=True, ex=self.ttl), REDIS_TIMEOUT)
+            if won:
+                return Claim.NEW, None
+            answered, reply = _decode(await asyncio.wait_for(self.redis.get(key), REDIS_TIMEOUT))
+        except REDIS_ERRORS as exc:
+            self._degraded("claim", exc)
+            return Claim.UNAVAILABLE, None
+        return (Claim.DONE, reply) if answered else (Claim.PENDING, None)
+
+    async def store(self, key: str, reply_xml: str | None) -> None:
+        """Remember the answer (plaintext XML, or None for "success")."""
+        value = _REPLY + reply_xml.encode() if reply_xml is not None else _NO_REPLY
+        try:
+            await asyncio.wait_for(self.redis.set(key, value, ex=self.ttl), REDIS_TIMEOUT)
+        except REDIS_ERRORS as exc:
+            self._degraded("store", exc)
+
+    async def wait(self, key: str, seconds: float) -> str | None:
+        """The answer of the delivery that holds the claim, or None after ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            await asyncio.sleep(POLL_SECONDS)
+            try:
+                value = await asyncio.wait_for(self.redis.get(key), REDIS_TIMEOUT)
+            except REDIS_ERRORS as exc:
+                self._degraded("wait", exc)
+                return None
+            answered, reply = _decode(value)
+            if answered:
+                return reply
+        return None
+
+    def _degraded(self, step: str, exc: BaseException) -> None:
+        metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+        log.warning("callback dedup unavailable, processing without it",
+                    extra={"fields": {"step": step, "error": exc.__class__.__name__}})

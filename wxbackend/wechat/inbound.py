@@ -1,0 +1,224 @@
+"""The official-account callback's wire format: signatures, safe-mode crypto, safe XML.
+
+WeChat calls ``/wechat/oa`` with ``signature``, ``timestamp`` and ``nonce`` in
+the query; in safe mode (``encrypt_type=aes``) the body carries ``Encrypt``
+(AES-256-CBC, key = b64decode(EncodingAESKey + "="), IV = key[:16], PKCS#7 to
+32-byte blocks, plaintext = 16 random bytes + 4-byte length + XML + appid)
+and is checked by ``msg_signature``. wechatpy does the signing, the AES and
+the message parsing; this module adds what wechatpy leaves out: strict
+base64/padding/length checks, refusing DOCTYPE and entity declarations, and
+one error type whose ``status`` the handler answers with::
+
+    crypto = CallbackCrypto(token="spamtest", aes_key="abc...FG", appid="wx2c2769f8efd9abc2")
+    crypto.check_msg_signature(msg_signature, timestamp, nonce, encrypt)  # or CallbackError 403
+    xml = crypto.decrypt(encrypt)                                         # or CallbackError 400/403
+    inbound = parse_inbound(xml)                                          # router.Inbound
+    body = crypto.encrypt_reply(reply_xml)                                # safe-mode answer
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import re
+import secrets
+import string
+import struct
+import time
+from typing import Any
+from xml.parsers.expat import ExpatError
+
+import xmltodict
+from wechatpy.crypto import PrpCrypto, WeChatCrypto
+from wechatpy.parser import parse_message
+from wechatpy.utils import WeChatSigner
+
+from wxbackend.wechat.router import Inbound
+
+# A DOCTYPE is the door to entity expansion (billion laughs) and external
+# entities (XXE); WeChat never sends one, so any is refused before parsing.
+UNSAFE_XML = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+# Field lengths far beyond anything WeChat sends (openids are 28 characters).
+MAX_ID_LENGTH = 128
+_RANDOM_ALPHABET = string.ascii_letters + string.digits
+
+
+class CallbackError(Exception):
+    """A request we refuse; ``status`` is the HTTP answer, ``code`` goes to the log."""
+
+    def __init__(self, status: int, code: str) -> None:
+        super().__init__(code)
+        self.status = status
+        self.code = code
+
+
+def bad_request(code: str) -> CallbackError:
+    return CallbackError(400, code)
+
+
+def sign(*parts: str) -> str:
+    """sha1 of the sorted parts, as WeChat signs (wechatpy's signer)."""
+    signer = WeChatSigner()
+    signer.add_data(*parts)
+    return signer.signature
+
+
+def _same(expected: str, given: str) -> bool:
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))
+
+
+class _StrictPrpCrypto(PrpCrypto):
+    """wechatpy's AES with the checks its ``_decrypt`` skips, and a CSPRNG prefix."""
+
+    def get_random_string(self) -> str:
+        return "".join(secrets.choice(_RANDOM_ALPHABET) for _ in range(16))
+
+    def decrypt_strict(self, text: str, appid: str) -> str:
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise bad_request("encrypt_not_base64") from None
+        if not raw or len(raw) % 16:
+            raise bad_request("encrypt_bad_length")
+        plain = self.cipher.decrypt(raw)
+        pad = plain[-1]
+        if not 1 <= pad <= 32 or plain[-pad:] != bytes([pad]) * pad:
+            raise bad_request("encrypt_bad_padding")
+        content = plain[16:-pad]
+        if len(content) < 4:
+            raise bad_request("encrypt_too_short")
+        (length,) = struct.unpack(">I", content[:4])
+        if length > len(content) - 4:
+            raise bad_request("encrypt_bad_length_field")
+        if not hmac.compare_digest(content[4 + length:], appid.encode()):
+            # Decrypted with our key but made for another account: not for us.
+            raise CallbackError(403, "encrypt_wrong_appid")
+        try:
+            return content[4:4 + length].decode("utf-8")
+        except UnicodeDecodeError:
+            raise bad_request("encrypt_not_utf8") from None
+
+
+class CallbackCrypto:
+    """Signature checks and safe-mode crypto for one official account."""
+
+    def __init__(self, token: str, aes_key: str, appid: str) -> None:
+        self.token = token
+        self.appid = appid
+        self._wx = WeChatCrypto(token, aes_key, appid) if aes_key else None
+        self._prp = _StrictPrpCrypto(self._wx.key) if self._wx else None
+
+    @property
+    def safe_mode_ready(self) -> bool:
+        return self._prp is not None
+
+    def check_signature(self, signature: str, timestamp: str, nonce: str) -> None:
+        """Plain mode: sha1(sorted(token, timestamp, nonce))."""
+        if not _same(sign(self.token, timestamp, nonce), signature):
+            raise CallbackError(403, "bad_signature")
+
+    def check_msg_signature(self, msg_signature: str, timestamp: str, nonce: str,
+                            encrypt: str) -> None:
+        """Safe mode: sha1(sorted(token, timestamp, nonce, Encrypt))."""
+        if not _same(sign(self.token, timestamp, nonce, encrypt), msg_signature):
+            raise CallbackError(403, "bad_msg_signature")
+
+    def decrypt(self, encrypt: str) -> str:
+        if self._prp is None:
+            raise bad_request("safe_mode_not_configured")
+        return self._prp.decrypt_strict(encrypt, self.appid)
+
+    def encrypt_reply(self, xml: str, timestamp: str | None = None) -> str:
+        """The safe-mode answer: Encrypt, MsgSignature, TimeStamp, Nonce."""
+        assert self._prp is not None
+        nonce = str(secrets.randbelow(10**10))
+        timestamp = timestamp or str(int(time.time()))
+        encrypt = self._prp.encrypt(xml, self.appid).decode()
+        signature = sign(self.token, timestamp, nonce, encrypt)
+        return ("<xml><Encrypt><![CDATA[" + encrypt + "]]></Encrypt><MsgSignature><![CDATA["
+                + signature + "]]></MsgSignature><TimeStamp>" + timestamp
+                + "</TimeStamp><Nonce><![CDATA[" + nonce + "]]></Nonce></xml>")
+
+
+def decode_body(body: bytes) -> str:
+    """The body as text, refused if not UTF-8 or if it declares a DOCTYPE/ENTITY."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        # Decoding first also stops UTF-16 tricks that hide "<!DOCTYPE" from a byte scan.
+        raise bad_request("body_not_utf8") from None
+    check_safe_xml(text)
+    return text
+
+
+def check_safe_xml(text: str) -> None:
+    if UNSAFE_XML.search(text):
+        raise bad_request("xml_doctype_or_entity")
+
+
+def parse_xml(text: str) -> dict[str, Any]:
+    """A flat ``<xml>`` document as a dict; entities are refused by the parser too."""
+    check_safe_xml(text)
+    try:
+        doc = xmltodict.parse(text, disable_entities=True)
+    except (ExpatError, ValueError):
+        raise bad_request("xml_malformed") from None
+    root = doc.get("xml") if isinstance(doc, dict) else None
+    if not isinstance(root, dict):
+        raise bad_request("xml_no_root")
+    return root
+
+
+def envelope_encrypt(text: str) -> str:
+    """The ``Encrypt`` field of a safe-mode body."""
+    encrypt = parse_xml(text).get("Encrypt")
+    if not isinstance(encrypt, str) or not encrypt:
+        raise bad_request("encrypt_missing")
+    return encrypt
+
+
+def _text_field(raw: dict[str, Any], name: str, required: bool = True) -> str:
+    value = raw.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value) or len(value) > MAX_ID_LENGTH:
+        raise bad_request(f"field_{name}")
+    return value
+
+
+def parse_inbound(xml: str) -> Inbound:
+    """Parse a plaintext message with wechatpy and flatten it for the router."""
+    check_safe_xml(xml)
+    try:
+        message = parse_message(xml)
+        raw: dict[str, Any] = message._data  # wechatpy keeps the parsed fields here
+        create_time = int(raw.get("CreateTime") or 0)
+    except (ExpatError, ValueError, KeyError, AttributeError, TypeError):
+        raise bad_request("xml_not_a_message") from None
+    openid = _text_field(raw, "FromUserName")
+    account = _text_field(raw, "ToUserName")
+    msg_type = _text_field(raw, "MsgType").lower()
+    kind = getattr(message, "event", "") or ""
+    fields: dict[str, Any] = {}
+    if msg_type == "text":
+        content = raw.get("Content")
+        fields["content"] = content if isinstance(content, str) else ""
+    elif msg_type == "event":
+        fields.update(_event_fields(raw, kind))
+    msg_id = raw.get("MsgId")
+    return Inbound(openid=openid, account=account, msg_type=msg_type, create_time=create_time,
+                   msg_id=int(msg_id) if isinstance(msg_id, str) and msg_id.isdigit() else None,
+                   raw=raw, **fields)
+
+
+def _event_fields(raw: dict[str, Any], kind: str) -> dict[str, Any]:
+    key = raw.get("EventKey")
+    key = key if isinstance(key, str) else ""
+    event = _text_field(raw, "Event").lower()
+    if kind == "subscribe_scan":
+        # wechatpy turned Event into subscribe_scan and stripped "qrscene_" from the key.
+        return {"event": "subscribe", "key": "qrscene_" + key, "scene": key}
+    if event == "scan":
+        return {"event": "scan", "key": key, "scene": key}
+    return {"event": event, "key": key}

@@ -25,6 +25,7 @@ ROUTE_MODULES = [
     "handlers.admin",
     "handlers.admin_import",
     "handlers.wechat_oa",
+    "handlers.admin_binding",
 ]
 
 

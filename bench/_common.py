@@ -1,0 +1,129 @@
+"""Shared helpers of the benchmarks: servers, settings, timing figures.
+
+Each benchmark starts its own embedded SecantusDB and Redis under a data dir
+(a temporary one unless ``--data-dir`` is given, which keeps a seeded city on
+disk between runs), or uses servers given with ``--mongodb-uri``/``--redis-url``.
+The field and session keys live in ``<data dir>/bench-keys.json`` (or come from
+WXB_SECURITY_* in the environment), so a city seeded by one run is readable by
+the next and by the server subprocess::
+
+    with bench_env(args) as env:
+        ctx = await env.connect()
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import math
+import os
+import secrets
+import shutil
+import statistics
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from wxbackend.context import AppContext
+from wxbackend.embedded import EmbeddedServers
+from wxbackend.settings import Settings, load_settings
+
+DEFAULT_DATABASE = "wxbackend"
+
+
+def add_server_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path,
+                        help="keep the embedded servers' data here (default: a temporary dir, removed)")
+    parser.add_argument("--mongodb-uri", help="use this (already running) MongoDB/SecantusDB")
+    parser.add_argument("--redis-url", help="use this (already running) Redis")
+    parser.add_argument("--database", default=DEFAULT_DATABASE, help="database name")
+
+
+@dataclass
+class BenchEnv:
+    data_dir: Path
+    mongodb_uri: str
+    redis_url: str
+    database: str
+    keys: dict[str, str]
+    servers: EmbeddedServers | None
+
+    @property
+    def environ(self) -> dict[str, str]:
+        """What a server subprocess needs to use the same data and keys."""
+        return {"WXB_DATA_DIR": str(self.data_dir), "WXB_MONGODB_URI": self.mongodb_uri,
+                "WXB_REDIS_URL": self.redis_url, "WXB_MONGODB_DATABASE": self.database,
+                "WXB_SECURITY_SECRET_KEY": self.keys["secret_key"],
+                "WXB_SECURITY_FIELD_KEY": self.keys["field_key"]}
+
+    def settings(self) -> Settings:
+        return load_settings(environ=self.environ)
+
+    async def connect(self, **kwargs: object) -> AppContext:
+        return await AppContext.connect(self.settings(), self.mongodb_uri, self.redis_url, **kwargs)
+
+    def mongo_pid(self) -> int | None:
+        if self.servers and self.servers.mongo and self.servers.mongo.proc:
+            return self.servers.mongo.proc.pid
+        return None
+
+
+def _keys(data_dir: Path) -> dict[str, str]:
+    path = data_dir / "bench-keys.json"
+    keys = json.loads(path.read_text()) if path.exists() else {
+        "secret_key": secrets.token_urlsafe(40),
+        "field_key": base64.b64encode(secrets.token_bytes(32)).decode()}
+    path.write_text(json.dumps(keys))
+    os.chmod(path, 0o600)
+    keys["secret_key"] = os.environ.get("WXB_SECURITY_SECRET_KEY", keys["secret_key"])
+    keys["field_key"] = os.environ.get("WXB_SECURITY_FIELD_KEY", keys["field_key"])
+    return keys
+
+
+@contextlib.contextmanager
+def bench_env(args: argparse.Namespace) -> Iterator[BenchEnv]:
+    temporary = args.data_dir is None
+    data_dir = Path(tempfile.mkdtemp(prefix="wxb-bench-")) if temporary else args.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    servers = None
+    try:
+        if not (args.mongodb_uri and args.redis_url):
+            servers = EmbeddedServers(data_dir, mongo=not args.mongodb_uri,
+                                      redis=not args.redis_url).start()
+        yield BenchEnv(data_dir, args.mongodb_uri or servers.mongodb_uri,
+                       args.redis_url or servers.redis_url, args.database, _keys(data_dir), servers)
+    finally:
+        if servers is not None:
+            servers.stop()
+        if temporary:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def proc_memory_mb(pid: int | None) -> dict[str, float]:
+    """Current (VmRSS) and peak (VmHWM) resident memory of a process, in MB."""
+    found: dict[str, float] = {}
+    if pid is None:
+        return found
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                found[key] = int(value.split()[0]) / 1024
+    except OSError:
+        pass
+    return found
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p99 of 100 samples is the 99th smallest)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(p / 100 * len(ordered))))
+    return ordered[rank - 1]
+
+
+def figures(samples_ms: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(samples_ms), "p99": percentile(samples_ms, 99),
+            "min": min(samples_ms), "max": max(samples_ms)}

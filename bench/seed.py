@@ -1,0 +1,64 @@
+"""Benchmark: seed the demo city on the embedded server; time and peak memory.
+
+    .venv/bin/python bench/seed.py --scale 1.0
+    .venv/bin/python bench/seed.py --scale 1.0 --data-dir var/bench-city   # keep it for member_list.py
+
+Reports the wall time of ``seed_city`` (with its phases), the peak resident
+memory of this process (``ru_maxrss``) and of the SecantusDB subprocess
+(``VmHWM`` from /proc, when this script started it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import add_server_args, bench_env, proc_memory_mb
+from wxbackend.services import seed
+
+
+async def run(args: argparse.Namespace) -> None:
+    from models import ensure_indexes
+
+    with bench_env(args) as env:
+        ctx = await env.connect()
+        try:
+            if args.drop:
+                await ctx.mongo.drop_database(env.database)
+                await ctx.redis.flushdb()
+            await ensure_indexes(ctx.db)  # as every process does at start-up
+            before = proc_memory_mb(env.mongo_pid())
+            started = time.perf_counter()
+            report = await seed.seed_city(ctx, args.scale)
+            elapsed = time.perf_counter() - started
+        finally:
+            await ctx.close()
+        after = proc_memory_mb(env.mongo_pid())
+        print(report.summary())
+        print(f"seed_city wall time: {elapsed:.1f} s")
+        print(f"peak RSS of this process (ru_maxrss): "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+        if after:
+            print(f"SecantusDB subprocess: RSS {before.get('VmRSS', 0):.0f} MB before, "
+                  f"{after['VmRSS']:.0f} MB after, peak (VmHWM) {after['VmHWM']:.0f} MB")
+        else:
+            print("SecantusDB subprocess: not started by this script, memory not measured")
+        print(f"data dir: {env.data_dir}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--drop", action="store_true", help="drop the database first")
+    add_server_args(parser)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -15,6 +15,7 @@ from pathlib import Path
 from wxbackend.errors import DomainError
 from wxbackend.logs import configure_logging
 from wxbackend.settings import ConfigError, Settings, load_settings
+from wxbackend.wechat import commands as wechat_commands
 
 log = logging.getLogger("wxbackend")
 
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("check-config", help="validate settings and print them (secrets hidden)",
                    description="Validate the settings and print the effective values.")
+    wechat_commands.add_parsers(sub)  # sandbox, wechat menu push
     return parser
 
 
@@ -157,6 +159,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "import-members": cmd_import_members,
     "create-admin": cmd_create_admin,
     "check-config": cmd_check_config,
+    "sandbox": wechat_commands.cmd_sandbox,
+    "wechat": wechat_commands.cmd_wechat,
 }
 
 

@@ -16,11 +16,15 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
     from wxbackend.cli import install_signal_handlers
 
     async with open_runtime(settings, owner=True) as rt:
+        sandbox = None
         if demo:
             from wxbackend.services import seed
+            from wxbackend.wechat.sandbox import start_for_demo
 
             login = await seed.ensure_demo(rt.ctx, settings.seed.demo_scale)
             print(f"demo admin: {login.username} / {login.password}  ({login.note})", flush=True)
+            # Before make_app: it points settings.wechat's base URLs at itself.
+            sandbox = start_for_demo(settings)
         app = make_app(rt.ctx)
         server = app.listen(settings.http.port, settings.http.host, xheaders=settings.http.xheaders,
                             max_body_size=settings.http.max_body_bytes)
@@ -31,3 +35,5 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
         log.info("shutting down")
         server.stop()
         await server.close_all_connections()
+        if sandbox is not None:
+            sandbox.stop()

@@ -8,19 +8,22 @@ users and plays users who follow, speak, scan and click, calling our
 docs/WECHAT-SANDBOX.md::
 
     config = SandboxConfig.from_settings(settings, callback_url="http://127.0.0.1:8000/wechat/oa")
-    server = make_sandbox_app(config).listen(9100, "127.0.0.1")
+    server, url = start_sandbox(config, "127.0.0.1", 9100)   # in a running event loop
 """
 
 from __future__ import annotations
 
+import tornado.httpserver
+import tornado.netutil
 import tornado.web
 
+from wxbackend.settings import Settings
 from wxbackend.wechat.sandbox import control, mp, oa, oauth, simulator, tokens
 from wxbackend.wechat.sandbox.config import SandboxConfig
 from wxbackend.wechat.sandbox.push import Pusher
 from wxbackend.wechat.sandbox.world import World
 
-__all__ = ["SandboxApp", "SandboxConfig", "make_sandbox_app"]
+__all__ = ["SandboxApp", "SandboxConfig", "make_sandbox_app", "start_for_demo", "start_sandbox"]
 
 OPENID = r"([A-Za-z0-9_\-]{1,64})"
 
@@ -77,3 +80,32 @@ class SandboxApp(tornado.web.Application):
 
 def make_sandbox_app(config: SandboxConfig) -> SandboxApp:
     return SandboxApp(config)
+
+
+def start_sandbox(config: SandboxConfig, host: str = "127.0.0.1",
+                  port: int = 0) -> tuple[tornado.httpserver.HTTPServer, str]:
+    """Listen in the running event loop (port 0: a free one); returns the server and its URL."""
+    sockets = tornado.netutil.bind_sockets(port, host)
+    server = tornado.httpserver.HTTPServer(make_sandbox_app(config))
+    server.add_sockets(sockets)
+    shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104 (a comparison)
+    return server, f"http://{shown}:{sockets[0].getsockname()[1]}"
+
+
+def start_for_demo(settings: Settings) -> tornado.httpserver.HTTPServer:
+    """``serve --demo``: a sandbox in this process that our server calls instead of WeChat.
+
+    Points ``settings.wechat`` api_base, oauth_base and qrcode_image_base at it
+    (call before the app and the WeChat clients are built) and its users at our
+    /wechat/oa.
+    """
+    host = settings.http.host
+    local = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104 (a comparison)
+    callback = f"http://{local}:{settings.http.port}/wechat/oa"
+    config = SandboxConfig.from_settings(settings, callback_url=callback)
+    server, url = start_sandbox(config, "127.0.0.1", settings.wechat.sandbox_port)
+    wechat = settings.wechat
+    wechat.api_base = wechat.oauth_base = wechat.qrcode_image_base = url
+    print(f"WeChat sandbox: {url}/sandbox (users: POST {url}/sandbox/users/<openid>/say; "
+          "see docs/WECHAT-SANDBOX.md)", flush=True)
+    return server

@@ -124,3 +124,17 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
 _HTTP_MESSAGES = {400: "请求无效", 401: "请先登录", 403: "没有权限", 404: "找不到该页面",
                   405: "不支持该请求方法", 409: "请求冲突", 413: "请求内容过大",
                   429: "请求过于频繁", 500: "服务器内部错误", 503: "服务暂时不可用，请稍后再试"}
+
+
+class NotFoundHandler(BaseHandler):
+    """Paths no route matches: JSON for machines, a page for people."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        raise tornado.web.HTTPError(404)
+
+    def check_xsrf_cookie(self) -> None:
+        return None
+
+    def wants_json(self) -> bool:
+        return not self.request.path.startswith("/admin")

@@ -26,6 +26,9 @@ ROUTE_MODULES = [
     "handlers.admin_import",
     "handlers.wechat_oa",
     "handlers.admin_binding",
+    "handlers.api.openapi",
+    "handlers.api.auth",
+    "handlers.api.me",
 ]
 
 
@@ -43,6 +46,7 @@ def _routes(ctx: AppContext) -> list[tuple]:
 class Application(tornado.web.Application):
     def __init__(self, ctx: AppContext) -> None:
         from handlers import ui
+        from handlers.base import NotFoundHandler
 
         self.ctx = ctx
         super().__init__(
@@ -57,6 +61,8 @@ class Application(tornado.web.Application):
             ui_methods=ui,
             compiled_template_cache=True,
             autoescape="xhtml_escape",
+            default_handler_class=NotFoundHandler,
+            default_handler_args={"ctx": ctx},
         )
 
     def log_request(self, handler: tornado.web.RequestHandler) -> None:

@@ -43,7 +43,7 @@ from models.enums import MEMBER_STATES
 from wxbackend.context import AppContext
 from wxbackend.errors import Conflict, DomainError, InvalidInput, TooManyRequests
 from wxbackend.idcard import parse_id_card
-from wxbackend.services import audit, members
+from wxbackend.services import audit, members, mpsessions
 from wxbackend.services.access import Actor
 
 CHANNELS = {"oa": "oa_openid", "mp": "mp_openid"}
@@ -154,6 +154,28 @@ async def bind(ctx: AppContext, channel: str, openid: str, unionid: str | None, 
     return updated
 
 
+async def link_same_wechat_user(ctx: AppContext, channel: str, openid: str, unionid: str,
+                                ip: str) -> dict[str, Any] | None:
+    """Link ``openid`` to the member already bound on the other channel with ``unionid``.
+
+    The unionid names one WeChat user across the official account and the
+    mini-program, so that member proved who they are already; returns the
+    member, or None when there is no such active, not-yet-linked member.
+    """
+    field = openid_field(channel)
+    member = await members_model.by_openid(ctx.db, "unionid", unionid)
+    if member is None or member["state"] != "active" or member.get(field):
+        return None
+    try:
+        updated = await _link(ctx, channel, member, openid, unionid)
+    except Conflict:
+        return None
+    actor = Actor(id=member["_id"], name=f"{member['name']}（本人·{CHANNEL_LABELS[channel]}）", ip=ip)
+    await audit.record(ctx, actor, "member.bind", "member", member["_id"], member["name"],
+                       member["org_ancestors"], {"channel": channel, "via": "unionid"})
+    return updated
+
+
 async def _link(ctx: AppContext, channel: str, member: dict[str, Any], openid: str,
                 unionid: str | None) -> dict[str, Any]:
     field = CHANNELS[channel]
@@ -199,6 +221,8 @@ async def unbind(ctx: AppContext, actor: Actor, member_id: str | ObjectId, chann
     await members_model.update_if(
         ctx.db, member["_id"], {"oa_openid": {"$exists": False}, "mp_openid": {"$exists": False}},
         {"$unset": {"unionid": ""}})
+    if channel == "mp":
+        await mpsessions.revoke_member(ctx, member["_id"])
     if channel == "oa" and member.get("oa_following"):
         # Still a follower, no longer a bound one.
         await followers_model.followed(ctx.db, openid, member.get("oa_followed_at") or now, None)

@@ -33,7 +33,7 @@ from models.enums import (
     parse_label,
 )
 from wxbackend.context import AppContext
-from wxbackend.errors import Conflict, InvalidInput, NotFound
+from wxbackend.errors import Conflict, Forbidden, InvalidInput, NotFound
 from wxbackend.fieldcrypto import mask_id_card, mask_phone
 from wxbackend.idcard import normalise_id_card, parse_id_card
 from wxbackend.services import audit, orgs, orgtree
@@ -370,3 +370,13 @@ async def search(ctx: AppContext, actor: Actor, scope_id: ObjectId, query: str,
         candidates = await members_model.search_name(ctx.db, [scope_id], query, limit)
     # Only what lies in the searched subtree: nothing leaks from elsewhere.
     return [m for m in candidates if scope_id in m["org_ancestors"]][:limit]
+
+
+async def roster(ctx: AppContext, member: dict[str, Any], org_id: ObjectId, cursor: str | None,
+                 limit: int) -> tuple[dict[str, Any], list[dict[str, Any]], str | None]:
+    """A member's view of a branch: only their own branch, names of its members."""
+    if org_id != member["org_id"]:
+        raise Forbidden("out_of_scope", "只能查看本支部的党员名单")
+    org = await orgs.get(ctx, org_id)
+    rows, next_cursor = await page(ctx, Actor.system_actor("member-roster"), org_id, cursor, limit)
+    return org, [r for r in rows if r["state"] == "active"], next_cursor

@@ -1,0 +1,182 @@
+"""``/api/v1/me``: the member's own record, binding, branch and timeline."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from bson import ObjectId
+
+from handlers.api.base import ApiHandler, api_route, endpoint
+from handlers.api.schemas import Page, PageQuery, Schema
+from models.enums import ORG_TYPES
+from wxbackend.services import members, mpauth, timeline
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=30)]
+IdCardText = Annotated[str, msgspec.Meta(pattern=r"^\s*\d{17}[\dXx]\s*$", description="18位身份证号码")]
+PhoneText = Annotated[str, msgspec.Meta(pattern=r"^(1[3-9]\d{9})?$", description="档案登记了手机号的须填写")]
+Base64Text = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/]+={0,2}$", max_length=4096)]
+
+
+class OrgBrief(Schema):
+    id: str
+    name: str
+
+
+class Bindings(Schema):
+    official_account: bool
+    mini_program: bool
+
+
+class MemberProfile(Schema):
+    id: str
+    name: str
+    gender: str | None
+    ethnicity: str | None
+    birth_date: str | None
+    education: str | None
+    id_card: str
+    phone: str | None
+    party_status: str
+    party_status_label: str
+    joined_on: str | None
+    full_on: str | None
+    category_label: str
+    branch: OrgBrief
+    bindings: Bindings
+
+
+class BindRequest(Schema):
+    name: Name
+    id_card: IdCardText
+    phone: PhoneText = ""
+
+
+class PhoneRequest(Schema):
+    code: Annotated[str, msgspec.Meta(max_length=256, description="getPhoneNumber 返回的 code")] | None = None
+    encrypted_data: Base64Text | None = None
+    iv: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/]{22}==$")] | None = None
+
+
+class PhoneResult(Schema):
+    outcome: str  # "verified" | "recorded"
+
+
+class RosterMember(Schema):
+    id: str
+    name: str
+    party_status_label: str
+
+
+class BranchView(Schema):
+    id: str
+    name: str
+    type_label: str
+    secretary: str | None
+    member_count: int
+    members: Page[RosterMember]
+
+
+class TimelineEntry(Schema):
+    at: str
+    kind: str
+    title: str
+
+
+class TimelineQuery(Schema):
+    limit: Annotated[int, msgspec.Meta(ge=1, le=50)] = 20
+
+
+def profile(ctx: Any, member: dict[str, Any], branch_name: str) -> MemberProfile:
+    """The owner's view: the owner sees their own personal data unmasked."""
+    clear = {"id_card": ctx.cipher.decrypt(member["id_card_enc"], purpose="id_card"),
+             "phone": ctx.cipher.decrypt(member["phone_enc"], purpose="phone") if member.get("phone_enc") else None}
+    shown = members.present(ctx, member)
+    return MemberProfile(
+        id=str(member["_id"]), name=member["name"], gender=member.get("gender"),
+        ethnicity=member.get("ethnicity"), birth_date=member.get("birth_date"),
+        education=member.get("education"), id_card=clear["id_card"], phone=clear["phone"],
+        party_status=member["party_status"], party_status_label=shown["party_status_label"],
+        joined_on=member.get("joined_on"), full_on=member.get("full_on"),
+        category_label=shown["category_label"],
+        branch=OrgBrief(id=str(member["org_id"]), name=branch_name),
+        bindings=Bindings(official_account=bool(member.get("oa_openid")),
+                          mini_program=bool(member.get("mp_openid"))))
+
+
+class MeHandler(ApiHandler):
+    @endpoint("我的党员信息", response=MemberProfile, bound=True, tags=("me",))
+    async def get(self) -> MemberProfile:
+        member = await mpauth.current_member(self.ctx, self.session)
+        branch = await _branch_name(self, member["org_id"])
+        return profile(self.ctx, member, branch)
+
+
+class BindHandler(ApiHandler):
+    @endpoint("绑定党员身份", request=BindRequest, response=MemberProfile, errors=(409, 422), idempotent=True,
+              tags=("me",), description="姓名、身份证号码（档案登记了手机号的须填写手机号）与党员档案一致即可绑定；"
+              "连续输错将锁定一小时。")
+    async def post(self, body: BindRequest) -> MemberProfile:
+        member = await mpauth.bind(self.ctx, self.session, name=body.name, id_card=body.id_card,
+                                   phone=body.phone, ip=self.client_ip)
+        return profile(self.ctx, member, await _branch_name(self, member["org_id"]))
+
+
+class PhoneHandler(ApiHandler):
+    @endpoint("用微信手机号核验档案手机号", request=PhoneRequest, response=PhoneResult, bound=True,
+              errors=(422,), tags=("me",))
+    async def post(self, body: PhoneRequest) -> PhoneResult:
+        member = await mpauth.current_member(self.ctx, self.session)
+        outcome = await mpauth.verify_phone(self.ctx, self.session, member, code=body.code,
+                                            encrypted_data=body.encrypted_data, iv=body.iv)
+        return PhoneResult(outcome=outcome)
+
+
+class MyBranchHandler(ApiHandler):
+    @endpoint("我的支部", query=PageQuery, response=BranchView, bound=True, tags=("me",))
+    async def get(self, query: PageQuery) -> BranchView:
+        member = await mpauth.current_member(self.ctx, self.session)
+        return await branch_view(self, member, member["org_id"], query)
+
+
+class BranchHandler(ApiHandler):
+    @endpoint("支部信息（仅限本支部）", query=PageQuery, response=BranchView, bound=True,
+              errors=(404,), tags=("me",))
+    async def get(self, org_id: str, query: PageQuery) -> BranchView:
+        member = await mpauth.current_member(self.ctx, self.session)
+        return await branch_view(self, member, ObjectId(org_id), query)
+
+
+async def branch_view(handler: ApiHandler, member: dict[str, Any], org_id: ObjectId,
+                      query: PageQuery) -> BranchView:
+    org, rows, cursor = await members.roster(handler.ctx, member, org_id, query.cursor, query.limit)
+    items = [RosterMember(id=str(r["_id"]), name=r["name"],
+                          party_status_label=members.present(handler.ctx, r)["party_status_label"])
+             for r in rows]
+    return BranchView(id=str(org["_id"]), name=org["name"], type_label=ORG_TYPES[org["type"]],
+                      secretary=(org.get("secretary") or {}).get("name"),
+                      member_count=org["member_count"], members=Page(items=items, next_cursor=cursor))
+
+
+class TimelineHandler(ApiHandler):
+    @endpoint("我的动态", query=TimelineQuery, response=Page[TimelineEntry], bound=True, tags=("me",))
+    async def get(self, query: TimelineQuery) -> Page[TimelineEntry]:
+        member = await mpauth.current_member(self.ctx, self.session)
+        entries = await timeline.timeline(self.ctx, member, query.limit)
+        return Page(items=[TimelineEntry(at=e.at.isoformat(), kind=e.kind, title=e.title) for e in entries])
+
+
+async def _branch_name(handler: ApiHandler, org_id: ObjectId) -> str:
+    from wxbackend.services import orgtree
+
+    return (await orgtree.snapshot(handler.ctx)).name(org_id)
+
+
+ROUTES = [
+    api_route("/api/v1/me", MeHandler),
+    api_route("/api/v1/me/bind", BindHandler),
+    api_route("/api/v1/me/phone", PhoneHandler),
+    api_route("/api/v1/me/branch", MyBranchHandler),
+    api_route("/api/v1/me/timeline", TimelineHandler),
+    api_route("/api/v1/branches/{org_id}", BranchHandler, org_id="[0-9a-f]{24}"),
+]

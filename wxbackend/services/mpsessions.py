@@ -1,0 +1,93 @@
+"""Mini-program sessions: our own opaque bearer tokens.
+
+WeChat's ``session_key`` never leaves the server: it is kept in Redis beside
+the session, and the phone gets a random token of ours, stored only as its
+hash, with a sliding expiry. Tokens of a member are indexed so that unbinding
+revokes them all::
+
+    token = await open_session(ctx, openid="o1", unionid=None, session_key="...", member_id=None)
+    session = await load_session(ctx, token)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from bson import ObjectId
+
+from wxbackend.context import AppContext
+
+
+@dataclass
+class MemberSession:
+    token_hash: str
+    openid: str
+    unionid: str | None
+    member_id: ObjectId | None
+    session_key: str
+
+
+def _key(token_hash: str) -> str:
+    return f"mp:session:{token_hash}"
+
+
+def _member_key(member_id: ObjectId) -> str:
+    return f"mp:member-sessions:{member_id}"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def open_session(ctx: AppContext, *, openid: str, unionid: str | None, session_key: str,
+                       member_id: ObjectId | None) -> str:
+    token = secrets.token_urlsafe(32)
+    token_hash = hash_token(token)
+    ttl = ctx.settings.api.token_ttl_seconds
+    fields = {"openid": openid, "unionid": unionid or "", "session_key": session_key,
+              "member_id": str(member_id) if member_id else ""}
+    async with ctx.redis.pipeline(transaction=True) as pipe:
+        pipe.hset(_key(token_hash), mapping=fields)
+        pipe.expire(_key(token_hash), ttl)
+        if member_id:
+            pipe.sadd(_member_key(member_id), token_hash)
+            pipe.expire(_member_key(member_id), ttl)
+        await pipe.execute()
+    return token
+
+
+async def load_session(ctx: AppContext, token: str) -> MemberSession | None:
+    token_hash = hash_token(token)
+    data = await ctx.redis.hgetall(_key(token_hash))
+    if not data:
+        return None
+    await ctx.redis.expire(_key(token_hash), ctx.settings.api.token_ttl_seconds)
+    text = {k.decode(): v.decode() for k, v in data.items()}
+    member = text.get("member_id")
+    return MemberSession(token_hash, text["openid"], text.get("unionid") or None,
+                         ObjectId(member) if member else None, text.get("session_key", ""))
+
+
+async def attach_member(ctx: AppContext, session: MemberSession, member_id: ObjectId) -> None:
+    """After binding: the same token now speaks for the member."""
+    await ctx.redis.hset(_key(session.token_hash), "member_id", str(member_id))
+    await ctx.redis.sadd(_member_key(member_id), session.token_hash)
+    await ctx.redis.expire(_member_key(member_id), ctx.settings.api.token_ttl_seconds)
+    session.member_id = member_id
+
+
+async def revoke(ctx: AppContext, session: MemberSession) -> None:
+    await ctx.redis.delete(_key(session.token_hash))
+    if session.member_id:
+        await ctx.redis.srem(_member_key(session.member_id), session.token_hash)
+
+
+async def revoke_member(ctx: AppContext, member_id: ObjectId) -> int:
+    """Every token of a member (unbinding, leaving the party): the count revoked."""
+    hashes = await ctx.redis.smembers(_member_key(member_id))
+    if hashes:
+        await ctx.redis.delete(*[_key(h.decode()) for h in hashes])
+    await ctx.redis.delete(_member_key(member_id))
+    return len(hashes)

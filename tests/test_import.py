@@ -156,7 +156,7 @@ async def test_reimport_updates_instead_of_duplicating(ctx, city):
     rows[2].update(party_status="正式党员", full_on="2026-07-01")
     again = await run(ctx, city, xlsx(table(rows)))
     assert again.ok, again.summary()
-    assert (again.created, again.updated) == (0, 3)
+    assert (again.created, again.updated, again.unchanged) == (0, 2, 1)
     assert await counters(ctx, city, "branch_a1") == (3, 3, 3)
     assert await counters(ctx, city, "district_a") == (0, 0, 3)
     assert await active_in(ctx, city.org("branch_a1")) == 3
@@ -164,6 +164,10 @@ async def test_reimport_updates_instead_of_duplicating(ctx, city):
     assert [m["name"] for m in found] == ["党员0"]
     third = await members_model.by_id_card(ctx.db, ctx.cipher.blind_index(rows[2]["id_card"], "id_card"))
     assert third["party_status"] == "full"
+    same = await run(ctx, city, xlsx(table(rows)))
+    assert (same.created, same.updated, same.unchanged) == (0, 0, 3)
+    assert "3人信息无变化" in same.summary()
+    assert await counters(ctx, city, "branch_a1") == (3, 3, 3)
 
 
 async def test_reimport_with_org_codes_moves_members_and_both_sides_count(ctx, city):
@@ -353,6 +357,26 @@ async def test_rows_without_org_code_need_a_branch(ctx, city, seeded):
     assert [(e.row, e.code) for e in result.errors] == [(None, "org_code_missing")]
     assert "东区区委" in result.errors[0].message
     await assert_refused(ctx, city, seeded, result)
+
+
+async def test_a_write_failing_halfway_is_reported_and_counted_honestly(ctx, city, caplog):
+    """Validation is complete before writing, so only a race can fail a write: here a
+    member registered after the check. What was written is counted, said and logged."""
+    rows = people(3)
+    sheet = importer.Sheet({}, [(i + 2, row) for i, row in enumerate(rows)])
+    checked = await importer._check(ctx, SYSTEM, importer._Report(sheet, importer.ImportResult("x")),
+                                    city.branch_a1, None)
+    await members.create(ctx, SYSTEM, city.org("branch_a2"), rows[1])  # the race
+    result = importer.ImportResult("名册.xlsx", rows=3)
+    await importer._write(ctx, SYSTEM, checked, result)
+    assert not result.ok and result.partial
+    assert (result.created, result.updated) == (2, 0)
+    assert "已新增2人" in result.summary() and "重新导入同一文件" in result.summary()
+    assert await counters(ctx, city, "branch_a1") == (2, 2, 2)
+    assert await counters(ctx, city, "district_a") == (0, 0, 3)
+    assert any(r.levelname == "ERROR" and "failed halfway" in r.getMessage() for r in caplog.records)
+    entry = (await import_audits(ctx, city.org("branch_a1")))[0]
+    assert entry["details"]["created"] == 2 and entry["details"]["partial"] is True
 
 
 # -- the command line entry point -------------------------------------------------

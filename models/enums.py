@@ -52,6 +52,24 @@ MEMBER_STATES = {
 GENDERS = ("男", "女")
 EDUCATIONS = ("研究生", "大学本科", "大学专科", "中专", "高中", "初中", "小学及以下")
 
+# 三会一课 and other organisational-life meetings (docs/MEETINGS-DESIGN.md).
+MEETING_TYPES = {
+    "branch_assembly": "支部党员大会",
+    "committee": "支委会",
+    "group": "党小组会",
+    "lecture": "党课",
+    "theme_day": "主题党日",
+    "life_meeting": "组织生活会",
+    "other": "其他",
+}
+MEETING_STATUSES = {
+    "draft": "草稿",
+    "planned": "已发布",
+    "in_progress": "进行中",
+    "finished": "已结束",
+    "cancelled": "已取消",
+}
+
 ROLES = {
     "city_admin": "市级管理员",
     "committee_admin": "党委管理员",

@@ -21,16 +21,18 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "city_admin": frozenset({
         "org.view", "org.edit", "org.structure", "member.view", "member.edit",
         "member.import", "member.unmask", "member.unbind", "audit.view", "admin.manage",
+        "meeting.view", "meeting.manage",
     }),
     "committee_admin": frozenset({
         "org.view", "org.edit", "org.structure", "member.view", "member.edit",
         "member.import", "member.unmask", "member.unbind", "audit.view", "admin.manage",
+        "meeting.view", "meeting.manage",
     }),
     "secretary": frozenset({
         "org.view", "org.edit", "member.view", "member.edit", "member.import",
-        "member.unmask", "member.unbind",
+        "member.unmask", "member.unbind", "meeting.view", "meeting.manage",
     }),
-    "auditor": frozenset({"org.view", "member.view", "audit.view"}),
+    "auditor": frozenset({"org.view", "member.view", "audit.view", "meeting.view"}),
 }
 
 

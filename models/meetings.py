@@ -1,0 +1,180 @@
+"""Collection ``meetings``: 三会一课 meetings with embedded attendance.
+
+The data contract is docs/MEETINGS-DESIGN.md. Shape::
+
+    {_id, org_id, org_ancestors,          # the branch holding it (a group's branch)
+     type, title, topic, agenda, place, online_link,
+     start, end,                          # UTC
+     month: "YYYY-MM",                    # of start in Asia/Shanghai
+     organiser: {user_id, name},
+     audience: {kind: branch|committee|group|list, group_id?, member_ids?},
+     expected: [member_id], expected_count, allow_branch_members,
+     status: draft|planned|in_progress|finished|cancelled,
+     published_at, cancelled_at, finished_at, reminded_at,
+     attendance: {"<member_id>": {status, how, at, nonce?, by?}},
+     counts: {present, online, excused},
+     leave: {"<member_id>": {reason, status, at, decided_by?, decided_at?}},
+     materials: [{file_id, name, size, content_type, uploaded_at}],
+     minutes: {text, recorded_by, recorded_at, confirmed_by?, confirmed_at?, amendments} | None,
+     qr: {oa_ticket?, oa_url?, oa_expires_at?, mp_code_file_id?},
+     comment_count, vote_count, created_at, updated_at}
+
+Attendance is embedded because SecantusDB reads every document a query
+matches: one document per meeting keeps a meeting's page at one point lookup
+however many members attend. "Absent" is never stored.
+
+Example::
+
+    doc = new_meeting(org, "theme_day", "三月主题党日", start, end, organiser, tz)
+    await insert(db, doc)
+    await mark_attendance(db, doc["_id"], member_id, {"status": "present", ...})
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from bson import ObjectId
+from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+
+import models
+from models import register
+
+COLLECTION = "meetings"
+
+STATUSES = ("draft", "planned", "in_progress", "finished", "cancelled")
+# Statuses in which members may still check in, ask for leave or be reminded.
+OPEN_STATUSES = ("planned", "in_progress")
+ATTENDANCE_STATUSES = ("present", "online", "excused")
+CHECKIN_HOWS = ("oa_qr", "mp_code", "rotating", "manual", "online", "leave")
+AUDIENCE_KINDS = ("branch", "committee", "group", "list")
+LEAVE_STATUSES = ("pending", "approved", "refused")
+
+register(COLLECTION, [
+    IndexModel([("org_id", ASCENDING), ("start", ASCENDING)]),
+    IndexModel([("org_ancestors", ASCENDING), ("month", ASCENDING)]),
+    IndexModel([("status", ASCENDING), ("start", ASCENDING)]),
+    IndexModel([("org_id", ASCENDING), ("month", ASCENDING)]),
+], scoped=True)
+
+# What lists and calendars show: never the attendance map of a 1,200-member meeting.
+LIST_FIELDS = {"org_id": 1, "org_ancestors": 1, "type": 1, "title": 1, "topic": 1, "place": 1,
+               "online_link": 1, "start": 1, "end": 1, "month": 1, "status": 1,
+               "expected_count": 1, "counts": 1, "audience": 1, "organiser": 1,
+               "comment_count": 1, "vote_count": 1, "allow_branch_members": 1}
+
+
+def month_of(start: datetime, tz: ZoneInfo) -> str:
+    """Compliance period key: the month of ``start`` in local (Shanghai) time."""
+    return start.astimezone(tz).strftime("%Y-%m")
+
+
+def new_meeting(org: dict[str, Any], meeting_type: str, title: str, start: datetime,
+                end: datetime, organiser: dict[str, Any], tz: ZoneInfo,
+                **fields: Any) -> dict[str, Any]:
+    """A draft meeting document with every maintained field initialised."""
+    now = fields.pop("now", None) or datetime.now(start.tzinfo)
+    doc = {
+        "_id": ObjectId(), "org_id": org["_id"], "org_ancestors": org["org_ancestors"],
+        "type": meeting_type, "title": title, "topic": "", "agenda": "", "place": "",
+        "online_link": "", "start": start, "end": end, "month": month_of(start, tz),
+        "organiser": organiser, "audience": {"kind": "branch"}, "expected": [],
+        "expected_count": 0, "allow_branch_members": False, "status": "draft",
+        "published_at": None, "cancelled_at": None, "finished_at": None, "reminded_at": None,
+        "attendance": {}, "counts": {"present": 0, "online": 0, "excused": 0},
+        "leave": {}, "materials": [], "minutes": None, "qr": {},
+        "comment_count": 0, "vote_count": 0, "created_at": now, "updated_at": now,
+    }
+    doc.update(fields)
+    return doc
+
+
+async def insert(db: AsyncDatabase, doc: dict[str, Any]) -> None:
+    await db[COLLECTION].insert_one(doc)
+
+
+async def insert_many(db: AsyncDatabase, docs: list[dict[str, Any]]) -> None:
+    if docs:
+        await db[COLLECTION].insert_many(docs, ordered=False)
+
+
+async def get(db: AsyncDatabase, meeting_id: ObjectId,
+              fields: dict[str, int] | None = None) -> dict[str, Any] | None:
+    return await db[COLLECTION].find_one({"_id": meeting_id}, fields)
+
+
+async def update_if(db: AsyncDatabase, meeting_id: ObjectId, expected: dict[str, Any],
+                    changes: dict[str, Any]) -> dict[str, Any] | None:
+    """Apply ``changes`` only while the meeting still matches ``expected``."""
+    return await models.update_if(db[COLLECTION], meeting_id, expected, changes)
+
+
+async def update_one_if(db: AsyncDatabase, meeting_id: ObjectId, expected: dict[str, Any],
+                        changes: dict[str, Any]) -> bool:
+    """Like :func:`update_if` without the read back (hot paths: check-in)."""
+    result = await db[COLLECTION].update_one({"_id": meeting_id, **expected}, changes)
+    return result.matched_count == 1
+
+
+async def mark_attendance(db: AsyncDatabase, meeting_id: ObjectId, member_id: ObjectId,
+                          mark: dict[str, Any], *, statuses: tuple[str, ...] = OPEN_STATUSES,
+                          now: datetime | None = None) -> bool:
+    """Record the first attendance mark of a member; False if one exists or the meeting is closed.
+
+    The filter carries "no mark yet" and the open statuses, so a retry, a
+    racing scan or a cancelled meeting matches nothing, and the counter moves
+    together with the mark.
+    """
+    key = f"attendance.{member_id}"
+    changes: dict[str, Any] = {"$set": {key: mark}, "$inc": {f"counts.{mark['status']}": 1}}
+    if now is not None:
+        changes["$set"]["updated_at"] = now
+    return await update_one_if(db, meeting_id,
+                               {"status": {"$in": list(statuses)}, key: {"$exists": False}},
+                               changes)
+
+
+async def in_org_between(db: AsyncDatabase, org_id: ObjectId, start_from: datetime,
+                         start_to: datetime, *, descending: bool = False,
+                         limit: int = 0) -> list[dict[str, Any]]:
+    """A branch's meetings whose start falls in [start_from, start_to) (calendar, my meetings)."""
+    cursor = db[COLLECTION].find({"org_id": org_id, "start": {"$gte": start_from, "$lt": start_to}},
+                                 LIST_FIELDS | {"expected": 1})
+    cursor = cursor.sort("start", -1 if descending else 1)
+    if limit:
+        cursor = cursor.limit(limit)
+    return await cursor.to_list()
+
+
+async def in_org_month(db: AsyncDatabase, org_id: ObjectId, month: str,
+                       fields: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """A branch's meetings of one month (ledger, calendar)."""
+    cursor = db[COLLECTION].find({"org_id": org_id, "month": month}, fields or LIST_FIELDS)
+    return await cursor.to_list()
+
+
+async def in_scope_month(db: AsyncDatabase, scope_id: ObjectId, month: str,
+                         fields: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """Every meeting of a subtree in one month (use for small subtrees; roll-ups for large)."""
+    cursor = db[COLLECTION].find({"org_ancestors": scope_id, "month": month}, fields or LIST_FIELDS)
+    return await cursor.to_list()
+
+
+async def by_status_starting(db: AsyncDatabase, status: str, start_from: datetime,
+                             start_to: datetime, fields: dict[str, int] | None = None,
+                             limit: int = 500) -> list[dict[str, Any]]:
+    """Meetings in one status starting in [start_from, start_to) (reminders, state scans)."""
+    cursor = (db[COLLECTION].find({"status": status, "start": {"$gte": start_from, "$lt": start_to}},
+                                  fields or LIST_FIELDS)
+              .sort("start", ASCENDING).limit(limit))
+    return await cursor.to_list()
+
+
+def absent_count(doc: dict[str, Any]) -> int:
+    """Expected members without any mark (never stored)."""
+    counts = doc.get("counts") or {}
+    marked = sum(counts.get(s, 0) for s in ATTENDANCE_STATUSES)
+    return max(0, doc.get("expected_count", 0) - marked)

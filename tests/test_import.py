@@ -12,6 +12,7 @@ import io
 import os
 import subprocess
 import sys
+import zipfile
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,14 @@ from models import orgs as orgs_model
 from tests.conftest import ADMIN_PASSWORD, SYSTEM, actor_of
 from tests.factories import member_fields
 from wxbackend.services import importer, members
-from wxbackend.services.import_sheet import COLUMNS, MAX_BYTES, MAX_ROWS, NUMERIC_ID_CARD
+from wxbackend.services.import_sheet import (
+    COLUMNS,
+    MAX_BYTES,
+    MAX_ROWS,
+    MAX_SCANNED_ROWS,
+    MAX_UNZIPPED_BYTES,
+    NUMERIC_ID_CARD,
+)
 from wxbackend.settings import ROOT
 
 HEADER = list(COLUMNS.values())
@@ -255,24 +263,47 @@ async def test_missing_required_column(ctx, city, seeded):
     await assert_refused(ctx, city, seeded, result)
 
 
+def zipped(files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return out.getvalue()
+
+
+def far_away_cell() -> bytes:
+    book = openpyxl.Workbook()
+    for row in table(people(1)):
+        book.active.append(row)
+    book.active.cell(row=MAX_SCANNED_ROWS + 5, column=1, value="x")
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+# (file name, contents built on use, expected code): built lazily, some are large.
 MALFORMED = [
-    ("名册.xlsx", os.urandom(4096), "import_unreadable"),
-    ("名册.xlsx", b"PK\x03\x04" + os.urandom(2000), "import_unreadable"),
-    ("名册.xlsx", b"", "import_empty"),
-    ("名册.csv", b"", "import_empty"),
-    ("名册.csv", b"\n\n,,\n", "import_empty"),
-    ("名册.csv", csv_bytes([HEADER]), "import_no_rows"),
-    ("名册.xlsx", xlsx([HEADER, [None] * len(HEADER)]), "import_no_rows"),
-    ("名册.xls", b"\xd0\xcf\x11\xe0" + bytes(100), "import_file_type"),
-    ("名册.txt", b"hello", "import_file_type"),
-    ("名册.csv", b"x" * (MAX_BYTES + 1), "import_too_large"),
-    ("名册.csv", b"\xff\xfe\x00\x00\x81\x30", "import_unreadable"),
+    ("名册.xlsx", lambda: zipped({"[Content_Types].xml": b"<not xml"}), "import_unreadable"),
+    ("名册.xlsx", lambda: zipped({"xl/big.bin": bytes(MAX_UNZIPPED_BYTES + 1)}), "import_too_large"),
+    ("名册.xlsx", lambda: far_away_cell(), "import_too_many_rows"),
+    ("名册.xlsx", lambda: os.urandom(4096), "import_unreadable"),
+    ("名册.xlsx", lambda: b"PK\x03\x04" + os.urandom(2000), "import_unreadable"),
+    ("名册.xlsx", lambda: b"", "import_empty"),
+    ("名册.csv", lambda: b"", "import_empty"),
+    ("名册.csv", lambda: b"\n\n,,\n", "import_empty"),
+    ("名册.csv", lambda: csv_bytes([HEADER]), "import_no_rows"),
+    ("名册.xlsx", lambda: xlsx([HEADER, [None] * len(HEADER)]), "import_no_rows"),
+    ("名册.xls", lambda: b"\xd0\xcf\x11\xe0" + bytes(100), "import_file_type"),
+    ("名册.txt", lambda: b"hello", "import_file_type"),
+    ("名册.csv", lambda: b"x" * (MAX_BYTES + 1), "import_too_large"),
+    ("名册.csv", lambda: b"\xff\xfe\x00\x00\x81\x30", "import_unreadable"),
 ]
 
 
 async def test_malformed_files_are_refused_with_a_clear_message(ctx, city, seeded):
     # One test over all cases: each case's check is cheap, the city fixture is not.
-    for name, data, code in MALFORMED:
+    for name, build, code in MALFORMED:
+        data = build()
         result = await run(ctx, city, data, name)
         assert [(e.row, e.code) for e in result.errors] == [(None, code)], (name, data[:20])
         assert result.errors[0].message  # Chinese, for the secretary

@@ -33,6 +33,11 @@ from wxbackend.services.members import FIELD_LABELS
 
 MAX_BYTES = 10 * 1024 * 1024
 MAX_ROWS = 20_000
+# Physical rows read, blank ones included: a stray cell far down the sheet makes
+# the reader produce every empty row above it.
+MAX_SCANNED_ROWS = 2 * MAX_ROWS
+# What an .xlsx (a zip) may expand to; a 10 MB file of real data stays far below.
+MAX_UNZIPPED_BYTES = 200 * 1024 * 1024
 # The header may sit under a title row or two ("某某支部党员名册").
 HEADER_SCAN_ROWS = 5
 # Columns read from a sheet; anything to the right is ignored.
@@ -103,18 +108,29 @@ def read_sheet(data: bytes, filename: str) -> Sheet:
 def _read_xlsx(data: bytes) -> Sheet:
     unreadable = InvalidInput("import_unreadable",
                               "文件无法读取：可能已损坏、设有打开密码或不是 Excel 文件，请用 Excel 另存为 .xlsx 后重试")
+    # Untrusted files make the zip and XML libraries fail in many ways (BadZipFile,
+    # KeyError, ParseError, ...); each means the same to the secretary.
     try:
+        _check_unzipped_size(data)
         book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError, IndexError) as exc:
+    except InvalidInput:
+        raise
+    except Exception as exc:
         raise unreadable from exc
     try:
         return _first_sheet_with_header(book)
     except InvalidInput:
         raise
-    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError, IndexError) as exc:
+    except Exception as exc:
         raise unreadable from exc
     finally:
         book.close()
+
+
+def _check_unzipped_size(data: bytes) -> None:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        if sum(info.file_size for info in archive.infolist()) > MAX_UNZIPPED_BYTES:
+            raise InvalidInput("import_too_large", "文件内容过大，请删除多余的工作表、图片或空行，或分成几个文件分别导入")
 
 
 def _first_sheet_with_header(book: Any) -> Sheet:
@@ -167,6 +183,9 @@ def _from_table(table: Iterable[tuple[int, tuple[Any, ...]]]) -> Sheet:
     sheet = Sheet(columns, [])
     data_rows = [t for t in top if t[0] > header_at]
     for number, values in _chain(data_rows, table):
+        if number > MAX_SCANNED_ROWS:
+            raise InvalidInput("import_too_many_rows", f"文件超过{MAX_SCANNED_ROWS}行（含空行）："
+                               "请删除表格下方多余的行，或分成几个文件分别导入")
         fields = _row_fields(sheet, number, values, positions)
         if fields is None:
             continue

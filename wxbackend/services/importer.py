@@ -171,7 +171,9 @@ async def _run(ctx: AppContext, actor: Actor, data: bytes, filename: str, *,
     report = _Report(sheet, result)
     rows = await _check(ctx, actor, report, default, within)
     if result.errors:
-        result.errors.sort(key=lambda e: e.row or 0)
+        # Row by row, and within a row in the file's column order.
+        order = {label: i for i, label in enumerate(sheet.columns.values())}
+        result.errors.sort(key=lambda e: (e.row or 0, order.get(e.column, len(order))))
         return result
     await _write(ctx, actor, rows, result)
     return result

@@ -32,11 +32,15 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from bson import ObjectId
+from gridfs import AsyncGridFSBucket
+from gridfs.asynchronous.grid_file import AsyncGridOut
+from gridfs.errors import NoFile
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -59,6 +63,14 @@ register(COLLECTION, [
     IndexModel([("status", ASCENDING), ("start", ASCENDING)]),
     IndexModel([("org_id", ASCENDING), ("month", ASCENDING)]),
 ], scoped=True)
+
+# Materials and cached WeChat-issued codes live in one GridFS bucket. Its indexes
+# are declared here so ensure_indexes builds them (GridFS itself would only on
+# an empty bucket, after a find that SecantusDB runs as a collection scan).
+FILES_BUCKET = "materials"
+register(f"{FILES_BUCKET}.files", [IndexModel([("filename", ASCENDING), ("uploadDate", ASCENDING)])])
+register(f"{FILES_BUCKET}.chunks", [IndexModel([("files_id", ASCENDING), ("n", ASCENDING)],
+                                               unique=True)])
 
 # What lists and calendars show: never the attendance map of a 1,200-member meeting.
 LIST_FIELDS = {"org_id": 1, "org_ancestors": 1, "type": 1, "title": 1, "topic": 1, "place": 1,
@@ -178,3 +190,38 @@ def absent_count(doc: dict[str, Any]) -> int:
     counts = doc.get("counts") or {}
     marked = sum(counts.get(s, 0) for s in ATTENDANCE_STATUSES)
     return max(0, doc.get("expected_count", 0) - marked)
+
+
+# -- files (GridFS) -------------------------------------------------------------------
+
+def bucket(db: AsyncDatabase) -> AsyncGridFSBucket:
+    return AsyncGridFSBucket(db, bucket_name=FILES_BUCKET)
+
+
+async def put_file(db: AsyncDatabase, name: str, data: bytes, content_type: str,
+                   metadata: dict[str, Any]) -> ObjectId:
+    """Store ``data`` in GridFS; returns the file id."""
+    stream = bucket(db).open_upload_stream(name, metadata={**metadata, "contentType": content_type})
+    # Indexes exist (ensure_indexes); skip GridFS's own check, an unfiltered find
+    # that SecantusDB answers with a collection scan.
+    object.__setattr__(stream, "_ensured_index", True)
+    try:
+        await stream.write(data)
+    except BaseException:
+        await stream.abort()
+        raise
+    await stream.close()
+    return stream._id
+
+
+async def open_file(db: AsyncDatabase, file_id: ObjectId) -> AsyncGridOut | None:
+    """An open GridFS file to stream with ``readchunk()``, or None if it is gone."""
+    try:
+        return await bucket(db).open_download_stream(file_id)
+    except NoFile:
+        return None
+
+
+async def delete_file(db: AsyncDatabase, file_id: ObjectId) -> None:
+    with contextlib.suppress(NoFile):
+        await bucket(db).delete(file_id)

@@ -48,6 +48,14 @@ async def get(db: AsyncDatabase, member_id: ObjectId) -> dict[str, Any] | None:
     return await db[COLLECTION].find_one({"_id": member_id})
 
 
+async def by_ids(db: AsyncDatabase, member_ids: list[ObjectId],
+                 fields: dict[str, int]) -> list[dict[str, Any]]:
+    """Members by id (meeting attendees, notice recipients); in no particular order."""
+    if not member_ids:
+        return []
+    return await db[COLLECTION].find({"_id": {"$in": member_ids}}, fields).to_list()
+
+
 async def by_id_card(db: AsyncDatabase, bidx: str) -> dict[str, Any] | None:
     return await db[COLLECTION].find_one({"id_card_bidx": bidx})
 

@@ -1,0 +1,332 @@
+"""Meeting check-in: one service behind the three ways in, at most one mark per member.
+
+The ways in, each recorded as ``how`` on the mark:
+
+- ``oa_qr``: the official account's temporary QR code (scene ``checkin:<meeting>``),
+  answered in chat (:func:`oa_scan`);
+- ``mp_code``: the mini-program code of the meeting, which opens a page that calls
+  ``POST /api/v1/meetings/{id}/checkin``;
+- ``rotating``: the code on the secretary's screen, a token that changes every
+  ``rotating_step_seconds`` (HMAC-SHA256 over meeting id and time step, key
+  derived from ``security.secret_key`` by HKDF), so a photo sent home stops working;
+- ``manual``: the secretary marks someone present (audited).
+
+Every way ends in :func:`check_in`, whose write is one conditional
+``update_one``: the filter carries "no mark yet", the open statuses and the
+start and end the rules were checked against, so retries, racing scans and a
+meeting cancelled or moved meanwhile change nothing. As pretix's redeem with a
+nonce: the same scan sent twice (same nonce) gets the same answer::
+
+    result = await check_in(ctx, meeting_id, member, "mp_code", nonce="a1b2")
+    result.code   # "checked_in" | "already_checked_in"; result.at is the first time
+
+Refusals are :class:`~wxbackend.errors.DomainError` with codes
+``meeting_not_found``, ``meeting_cancelled``, ``meeting_not_open``,
+``checkin_window_closed``, ``checkin_not_expected``, ``out_of_scope``,
+``not_bound``, ``member_inactive``, ``checkin_token_invalid``, ``checkin_token_expired``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import qrcode
+import qrcode.image.pure
+from bson import ObjectId
+from bson.errors import InvalidId
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from models import meetings as meetings_model
+from models import members as members_model
+from wxbackend.context import AppContext
+from wxbackend.errors import DomainError, Forbidden, InvalidInput, NotFound
+from wxbackend.services import audit
+from wxbackend.services.access import Actor
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+SCENE_PREFIX = "checkin:"
+MP_SCENE_PREFIX = "m="
+# HKDF "info": a key for this purpose only, never the cookie-signing key itself.
+TOKEN_KEY_INFO = b"wxbackend/meeting-checkin/rotating-code/v1"
+TOKEN_MAC_BYTES = 16
+# How long a process trusts its copy of a meeting's check-in rules (seconds).
+# The write re-checks status, start and end, so only audience edits can lag by this much.
+HEADER_TTL = 2.0
+HEADER_FIELDS = {"org_id": 1, "org_ancestors": 1, "title": 1, "status": 1, "start": 1, "end": 1,
+                 "expected": 1, "allow_branch_members": 1, "online_link": 1}
+HOW_LABELS = {"oa_qr": "公众号扫码", "mp_code": "小程序码", "rotating": "现场动态码",
+              "manual": "书记代签", "online": "线上参会", "leave": "请假"}
+# A physical check-in replaces these marks (a member on leave or online who came after all).
+UPGRADABLE = ("excused", "online")
+
+
+@dataclass
+class CheckinResult:
+    code: str                 # checked_in | already_checked_in
+    meeting_id: ObjectId
+    title: str
+    at: datetime              # the first check-in's time
+    how: str
+    status: str = "present"
+
+    @property
+    def message(self) -> str:
+        local = self.at.astimezone(SHANGHAI).strftime("%H:%M")
+        if self.code == "checked_in":
+            return f"签到成功：{self.title}（{local}）"
+        return f"已签到：{self.title}，首次签到时间 {local}"
+
+
+def parse_meeting_id(raw: str | ObjectId) -> ObjectId:
+    if isinstance(raw, ObjectId):
+        return raw
+    try:
+        return ObjectId(raw)
+    except (InvalidId, TypeError):
+        raise NotFound("meeting_not_found", "会议不存在") from None
+
+
+# -- the rules ----------------------------------------------------------------------
+
+async def _header(ctx: AppContext, meeting_id: ObjectId, fresh: bool = False) -> dict[str, Any]:
+    """The fields the rules need, cached briefly: a 1,000-member meeting is one big document."""
+    cache: dict[ObjectId, tuple[float, dict[str, Any]]] = ctx.caches.setdefault("checkin.headers", {})
+    now = time.monotonic()
+    hit = cache.get(meeting_id)
+    if hit is not None and hit[0] > now and not fresh:
+        return hit[1]
+    doc = await meetings_model.get(ctx.db, meeting_id, HEADER_FIELDS)
+    if doc is None:
+        raise NotFound("meeting_not_found", "会议不存在")
+    doc["expected_set"] = frozenset(doc.get("expected") or ())
+    if len(cache) > 1000:
+        cache.clear()
+    cache[meeting_id] = (now + HEADER_TTL, doc)
+    return doc
+
+
+def forget(ctx: AppContext, meeting_id: ObjectId) -> None:
+    """Drop this process's copy after a change (other processes follow within HEADER_TTL)."""
+    ctx.caches.get("checkin.headers", {}).pop(meeting_id, None)
+
+
+def check_rules(ctx: AppContext, meeting: dict[str, Any], member: dict[str, Any],
+                now: datetime) -> None:
+    """Raise the reason this member may not check in now, if any."""
+    status = meeting["status"]
+    if status == "cancelled":
+        raise DomainError("meeting_cancelled", f"会议“{meeting['title']}”已取消")
+    if status == "draft":
+        raise DomainError("meeting_not_open", "会议尚未发布")
+    if member.get("state", "active") != "active":
+        raise Forbidden("member_inactive", "您的党籍状态不是“正常”，不能签到")
+    if member["org_id"] != meeting["org_id"]:
+        raise Forbidden("out_of_scope", "这不是您所在党支部的会议")
+    expected = meeting.get("expected_set")
+    if expected is None:
+        expected = frozenset(meeting.get("expected") or ())
+    if member["_id"] not in expected and not meeting.get("allow_branch_members"):
+        raise Forbidden("checkin_not_expected", "您不在本次会议的参会人员名单中")
+    opens = meeting["start"] - timedelta(minutes=ctx.settings.meetings.checkin_open_minutes)
+    if now < opens:
+        local = opens.astimezone(SHANGHAI).strftime("%m月%d日 %H:%M")
+        raise DomainError("checkin_window_closed", f"签到尚未开始，{local}起可签到")
+    if now > meeting["end"] or status == "finished":
+        raise DomainError("checkin_window_closed", "会议已结束，签到已关闭")
+
+
+async def check_in(ctx: AppContext, meeting_id: ObjectId, member: dict[str, Any], how: str, *,
+                   nonce: str | None = None, by: Actor | None = None,
+                   now: datetime | None = None) -> CheckinResult:
+    """Record ``member`` present at the meeting, once; see the module docstring."""
+    assert how in meetings_model.CHECKIN_HOWS
+    now = now or datetime.now(UTC)
+    for fresh in (False, True):
+        meeting = await _header(ctx, meeting_id, fresh=fresh)
+        check_rules(ctx, meeting, member, now)
+        mark: dict[str, Any] = {"status": "present", "how": how, "at": now}
+        if nonce:
+            mark["nonce"] = nonce
+        if by is not None:
+            mark["by"] = by.name
+        if await _write_mark(ctx, meeting, member["_id"], mark):
+            return CheckinResult("checked_in", meeting_id, meeting["title"], now, how)
+        existing = await _existing_mark(ctx, meeting_id, member["_id"])
+        if existing is not None:
+            return await _answer_existing(ctx, meeting, member["_id"], existing, mark, nonce)
+        # No mark, yet no match: status, start or end changed under us; judge again, afresh.
+    raise DomainError("checkin_retry", "会议信息刚刚变更，请重新扫码签到")
+
+
+async def _write_mark(ctx: AppContext, meeting: dict[str, Any], member_id: ObjectId,
+                      mark: dict[str, Any]) -> bool:
+    key = f"attendance.{member_id}"
+    return await meetings_model.update_one_if(
+        ctx.db, meeting["_id"],
+        {"status": {"$in": list(meetings_model.OPEN_STATUSES)}, "start": meeting["start"],
+         "end": meeting["end"], key: {"$exists": False}},
+        {"$set": {key: mark}, "$inc": {"counts.present": 1}})
+
+
+async def _existing_mark(ctx: AppContext, meeting_id: ObjectId,
+                         member_id: ObjectId) -> dict[str, Any] | None:
+    key = f"attendance.{member_id}"
+    doc = await meetings_model.get(ctx.db, meeting_id, {key: 1})
+    return ((doc or {}).get("attendance") or {}).get(str(member_id))
+
+
+async def _answer_existing(ctx: AppContext, meeting: dict[str, Any], member_id: ObjectId,
+                           existing: dict[str, Any], mark: dict[str, Any],
+                           nonce: str | None) -> CheckinResult:
+    if existing["status"] in UPGRADABLE and await _upgrade(ctx, meeting, member_id, existing, mark):
+        return CheckinResult("checked_in", meeting["_id"], meeting["title"], mark["at"], mark["how"])
+    code = "checked_in" if nonce and existing.get("nonce") == nonce else "already_checked_in"
+    if existing["status"] in UPGRADABLE:  # upgraded meanwhile by a racing scan
+        existing = await _existing_mark(ctx, meeting["_id"], member_id) or existing
+    return CheckinResult(code, meeting["_id"], meeting["title"], existing["at"], existing["how"],
+                         existing["status"])
+
+
+async def _upgrade(ctx: AppContext, meeting: dict[str, Any], member_id: ObjectId,
+                   existing: dict[str, Any], mark: dict[str, Any]) -> bool:
+    """Online or on leave, yet here in person: present replaces the mark, counters move together."""
+    key = f"attendance.{member_id}"
+    return await meetings_model.update_one_if(
+        ctx.db, meeting["_id"],
+        {"status": {"$in": list(meetings_model.OPEN_STATUSES)}, f"{key}.status": existing["status"],
+         f"{key}.at": existing["at"]},
+        {"$set": {key: {**mark, "replaced": existing["status"]}},
+         "$inc": {"counts.present": 1, f"counts.{existing['status']}": -1}})
+
+
+# -- the ways in --------------------------------------------------------------------
+
+async def check_in_member(ctx: AppContext, meeting_id: str | ObjectId, member: dict[str, Any],
+                          how: str, *, token: str | None = None, nonce: str | None = None,
+                          now: datetime | None = None) -> CheckinResult:
+    """The mini-program's check-in: ``mp_code`` or ``rotating`` (which needs ``token``)."""
+    meeting_id = parse_meeting_id(meeting_id)
+    now = now or datetime.now(UTC)
+    if how == "rotating":
+        if not token or verify_token(ctx, token, now) != meeting_id:
+            raise DomainError("checkin_token_invalid", "签到码无效，请扫描会场屏幕上的二维码")
+    elif how != "mp_code":
+        raise InvalidInput("checkin_method_invalid", "签到方式无效")
+    return await check_in(ctx, meeting_id, member, how, nonce=nonce, now=now)
+
+
+async def manual_check_in(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId,
+                          member_id: str | ObjectId) -> CheckinResult:
+    """The secretary marks a member present (the window still applies); audited."""
+    meeting_id = parse_meeting_id(meeting_id)
+    meeting = await _header(ctx, meeting_id, fresh=True)
+    actor.require("meeting.manage", meeting["org_ancestors"])
+    try:
+        member = await members_model.get(ctx.db, ObjectId(member_id))
+    except (InvalidId, TypeError):
+        member = None
+    if member is None:
+        raise NotFound("member_not_found", "找不到该党员")
+    result = await check_in(ctx, meeting_id, member, "manual", by=actor)
+    if result.code == "checked_in":
+        await audit.record(ctx, actor, "meeting.manual_checkin", "meeting", meeting_id,
+                           meeting["title"], meeting["org_ancestors"],
+                           {"member_id": str(member["_id"]), "member": member["name"]})
+    return result
+
+
+async def oa_scan(ctx: AppContext, openid: str, scene: str, nonce: str) -> str:
+    """The chat answer to a scan of the official-account code ``checkin:<meeting>``."""
+    from wxbackend.services import binding
+
+    member = await binding.member_for(ctx, "oa", openid)
+    if member is None:
+        from wxbackend.services.chat import bind_link
+
+        return f"您还没有绑定党员身份，绑定后即可扫码签到：{bind_link(ctx)}"
+    try:
+        result = await check_in(ctx, parse_meeting_id(scene.removeprefix(SCENE_PREFIX)), member,
+                                "oa_qr", nonce=nonce)
+    except DomainError as exc:
+        return f"签到未成功：{exc.message}"
+    return result.message
+
+
+# -- the rotating on-screen code ----------------------------------------------------
+
+def _token_key(ctx: AppContext) -> bytes:
+    key = ctx.caches.get("checkin.token_key")
+    if key is None:
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=TOKEN_KEY_INFO)
+        key = hkdf.derive(ctx.settings.security.secret_key.encode())
+        ctx.caches["checkin.token_key"] = key
+    return key
+
+
+def _mac(ctx: AppContext, meeting_id: ObjectId, step: int) -> str:
+    digest = hmac.new(_token_key(ctx), f"{meeting_id}.{step}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:TOKEN_MAC_BYTES]).rstrip(b"=").decode()
+
+
+def current_step(ctx: AppContext, now: datetime) -> int:
+    return int(now.timestamp()) // ctx.settings.meetings.rotating_step_seconds
+
+
+def rotating_token(ctx: AppContext, meeting_id: ObjectId, now: datetime | None = None) -> str:
+    """``<meeting>.<step>.<mac>``: what the screen's QR code carries for this time step."""
+    step = current_step(ctx, now or datetime.now(UTC))
+    return f"{meeting_id}.{step}.{_mac(ctx, meeting_id, step)}"
+
+
+def seconds_left(ctx: AppContext, now: datetime | None = None) -> int:
+    """Until the screen should show the next code."""
+    step = ctx.settings.meetings.rotating_step_seconds
+    return step - int((now or datetime.now(UTC)).timestamp()) % step
+
+
+def verify_token(ctx: AppContext, token: str, now: datetime) -> ObjectId:
+    """The meeting of a genuine token of the current or previous step, else a coded refusal."""
+    parts = token.split(".") if isinstance(token, str) and len(token) <= 80 else []
+    if len(parts) != 3 or not parts[1].isdigit():
+        raise DomainError("checkin_token_invalid", "签到码无效，请扫描会场屏幕上的二维码")
+    try:
+        meeting_id = ObjectId(parts[0])
+    except (InvalidId, TypeError):
+        raise DomainError("checkin_token_invalid", "签到码无效，请扫描会场屏幕上的二维码") from None
+    step = int(parts[1])
+    if not hmac.compare_digest(_mac(ctx, meeting_id, step), parts[2]):
+        raise DomainError("checkin_token_invalid", "签到码无效，请扫描会场屏幕上的二维码")
+    current = current_step(ctx, now)
+    if step > current:
+        raise DomainError("checkin_token_invalid", "签到码无效，请扫描会场屏幕上的二维码")
+    if step < current - 1:
+        raise DomainError("checkin_token_expired", "签到码已过期，请扫描会场屏幕上最新的二维码")
+    return meeting_id
+
+
+# -- QR images ----------------------------------------------------------------------
+
+def png(data: str, box_size: int = 10) -> bytes:
+    """A QR code as PNG (pure Python, no imaging library needed)."""
+    out = io.BytesIO()
+    qrcode.make(data, image_factory=qrcode.image.pure.PyPNGImage, box_size=box_size,
+                border=2).save(out)
+    return out.getvalue()
+
+
+def oa_scene(meeting_id: ObjectId) -> str:
+    return f"{SCENE_PREFIX}{meeting_id}"
+
+
+def mp_scene(meeting_id: ObjectId) -> str:
+    """getwxacodeunlimit scene: at most 32 characters, so the bare id with a short prefix."""
+    return f"{MP_SCENE_PREFIX}{meeting_id}"

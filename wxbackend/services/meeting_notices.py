@@ -1,0 +1,186 @@
+"""Meeting notices: published, changed, cancelled, reminder — one way out.
+
+:func:`send` is the only place meetings talk to members. When the
+notifications service (``wxbackend.services.notify``) exists, it hands the
+notice to it (which queues and picks the channel); until then it sends
+directly: an official-account template message to a member who follows the
+account, else a mini-program subscribe message (WeChat refuses it, 43101,
+unless the member granted one). Failures are logged and counted, never
+raised: a notice must not undo the publication it reports::
+
+    sent = await send(ctx, meeting, "meeting_published")
+    sent.ok, sent.failed, sent.skipped
+
+:func:`send_due_reminders` is the reminder scan (cron: every minute); it
+claims each meeting by a conditional update of ``reminded_at`` so that two
+workers never remind twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from bson import ObjectId
+
+from models import meetings as meetings_model
+from models import members as members_model
+from models.enums import MEETING_TYPES
+from wxbackend.context import AppContext
+from wxbackend.wechat.client import mp_client, oa_client
+from wxbackend.wechat.errors import WeChatError
+
+log = logging.getLogger(__name__)
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+SUBJECTS = {
+    "meeting_published": "会议通知",
+    "meeting_changed": "会议变更通知",
+    "meeting_cancelled": "会议取消通知",
+    "meeting_reminder": "会议即将开始",
+}
+# Direct sending: at most this many WeChat calls at once.
+SEND_CONCURRENCY = 8
+RECIPIENT_FIELDS = {"name": 1, "oa_openid": 1, "oa_following": 1, "mp_openid": 1, "state": 1}
+
+
+@dataclass
+class Sent:
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+
+def _notify() -> Any | None:
+    """The notifications service, once it exists (built alongside meetings)."""
+    try:
+        module = importlib.import_module("wxbackend.services.notify")
+    except ModuleNotFoundError as exc:
+        if exc.name != "wxbackend.services.notify":
+            raise
+        return None
+    _register_kinds(module)
+    return module
+
+
+def _register_kinds(module: Any) -> None:
+    if getattr(module, "_meeting_kinds_registered", False):
+        return
+    kind_class = getattr(module, "Kind", None)
+    register = getattr(module, "register_kind", None)
+    if kind_class is not None and register is not None:
+        for kind, subject in SUBJECTS.items():
+            try:
+                register(kind_class(name=kind, label=subject))
+            except (TypeError, ValueError):
+                log.warning("notify kind %s not registered", kind, exc_info=True)
+    module._meeting_kinds_registered = True
+
+
+def notice_data(meeting: dict[str, Any], kind: str) -> dict[str, str]:
+    """What every notice says: topic, time and place."""
+    start = meeting["start"].astimezone(SHANGHAI)
+    end = meeting["end"].astimezone(SHANGHAI)
+    when = f"{start:%Y-%m-%d %H:%M}-{end:%H:%M}" if start.date() == end.date() else \
+        f"{start:%Y-%m-%d %H:%M} 至 {end:%Y-%m-%d %H:%M}"
+    place = meeting.get("place") or ("线上会议" if meeting.get("online_link") else "另行通知")
+    return {"meeting_id": str(meeting["_id"]), "title": meeting["title"],
+            "type": MEETING_TYPES.get(meeting["type"], meeting["type"]),
+            "topic": meeting.get("topic") or meeting["title"], "time": when, "place": place,
+            "subject": SUBJECTS[kind]}
+
+
+async def send(ctx: AppContext, meeting: dict[str, Any], kind: str,
+               recipients: list[ObjectId] | None = None) -> Sent:
+    """Tell ``recipients`` (default: the expected attendees) about ``meeting``."""
+    assert kind in SUBJECTS
+    recipients = list(meeting.get("expected") or []) if recipients is None else recipients
+    if not recipients:
+        return Sent()
+    data = notice_data(meeting, kind)
+    notify = _notify()
+    if notify is not None:
+        await notify.notify(ctx, recipients, kind, data, subject=SUBJECTS[kind])
+        return Sent(ok=len(recipients))
+    return await _send_directly(ctx, recipients, kind, data)
+
+
+async def _send_directly(ctx: AppContext, recipients: list[ObjectId], kind: str,
+                         data: dict[str, str]) -> Sent:
+    sent = Sent()
+    gate = asyncio.Semaphore(SEND_CONCURRENCY)
+    people = await members_model.by_ids(ctx.db, recipients, RECIPIENT_FIELDS)
+
+    async def one(member: dict[str, Any]) -> None:
+        async with gate:
+            outcome = await _deliver(ctx, member, kind, data)
+        setattr(sent, outcome, getattr(sent, outcome) + 1)
+
+    await asyncio.gather(*[one(m) for m in people if m.get("state", "active") == "active"])
+    return sent
+
+
+async def _deliver(ctx: AppContext, member: dict[str, Any], kind: str, data: dict[str, str]) -> str:
+    settings = ctx.settings.meetings
+    page = f"{settings.mp_meeting_page}?id={data['meeting_id']}"
+    try:
+        if member.get("oa_openid") and member.get("oa_following", True):
+            await oa_client(ctx).send_template(
+                member["oa_openid"], settings.oa_template_id, _template_fields(data),
+                miniprogram={"appid": ctx.settings.wechat.mp_appid, "pagepath": page})
+            return "ok"
+        if member.get("mp_openid"):
+            await mp_client(ctx).send_subscribe(member["mp_openid"], settings.mp_template_id,
+                                                _subscribe_fields(data), page=page)
+            return "ok"
+    except WeChatError as exc:
+        # 43101 (no grant), 43004 (unfollowed), quota ...: the member misses one notice.
+        log.info("meeting notice not delivered", extra={"fields": {
+            "kind": kind, "member": str(member["_id"]), "errcode": getattr(exc, "errcode", None)}})
+        return "failed"
+    return "skipped"
+
+
+def _template_fields(data: dict[str, str]) -> dict[str, dict[str, str]]:
+    return {"first": {"value": f"{data['subject']}：{data['title']}"},
+            "keyword1": {"value": data["topic"][:60]}, "keyword2": {"value": data["time"]},
+            "keyword3": {"value": data["place"][:60]}, "remark": {"value": data["type"]}}
+
+
+def _subscribe_fields(data: dict[str, str]) -> dict[str, dict[str, str]]:
+    # Subscribe-message "thing" values hold at most 20 characters.
+    return {"thing1": {"value": data["title"][:20]}, "time2": {"value": data["time"][:16]},
+            "thing3": {"value": data["place"][:20]}, "thing4": {"value": data["subject"][:20]}}
+
+
+# -- reminders ------------------------------------------------------------------------
+
+async def send_due_reminders(ctx: AppContext, now: datetime | None = None) -> int:
+    """Remind the attendees of every published meeting whose reminder time has come."""
+    now = now or datetime.now(UTC)
+    horizon = now + timedelta(minutes=max_reminder_minutes(ctx))
+    due = await meetings_model.by_status_starting(
+        ctx.db, "planned", now, horizon,
+        {"start": 1, "reminder_minutes": 1, "reminded_at": 1, "status": 1})
+    reminded = 0
+    for brief in due:
+        minutes = brief.get("reminder_minutes") or ctx.settings.meetings.reminder_minutes
+        if brief.get("reminded_at") or brief["start"] - timedelta(minutes=minutes) > now:
+            continue
+        claimed = await meetings_model.update_if(ctx.db, brief["_id"],
+                                                 {"status": "planned", "reminded_at": None},
+                                                 {"$set": {"reminded_at": now}})
+        if claimed is not None:
+            await send(ctx, claimed, "meeting_reminder")
+            reminded += 1
+    return reminded
+
+
+def max_reminder_minutes(ctx: AppContext) -> int:
+    """How far ahead the scan looks: meetings may ask for up to a day."""
+    return max(ctx.settings.meetings.reminder_minutes, 24 * 60)

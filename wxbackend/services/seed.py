@@ -831,13 +831,17 @@ async def _insert_orgs(ctx: AppContext, specs: list[Spec]) -> None:
 # -- demo accounts -----------------------------------------------------------------------------
 
 async def _demo_users(ctx: AppContext, specs: list[Spec]) -> list[str]:
-    """Created side by side: argon2 hashing (~50 ms+ each) runs in threads."""
+    """Two at a time: argon2 hashing (~50 ms and 64 MB each) runs in threads, so two
+    use both cores without one process holding a dozen hashes' memory at once."""
     system = Actor.system_actor("seed")
     accounts = _demo_accounts(specs)
-    await asyncio.gather(*(
-        admins.create_user(ctx, system, username=username, password=DEMO_PASSWORD,
-                           display_name=display, roles=[(role, spec.doc["_id"])])
-        for username, display, role, spec in accounts))
+    slots = asyncio.Semaphore(2)
+
+    async def create(username: str, display: str, role: str, spec: Spec) -> None:
+        async with slots:
+            await admins.create_user(ctx, system, username=username, password=DEMO_PASSWORD,
+                                     display_name=display, roles=[(role, spec.doc["_id"])])
+    await asyncio.gather(*(create(*account) for account in accounts))
     return [username for username, *_ in accounts]
 
 

@@ -51,7 +51,7 @@ async def update_if(collection: AsyncCollection, doc_id: Any, expected: dict[str
 
 async def ensure_indexes(db: AsyncDatabase) -> None:
     # Importing the modules registers their indexes.
-    from models import audit, compliance, meetings, members, orgs, users  # noqa: F401
+    from models import audit, comments, compliance, meetings, members, orgs, users, votes  # noqa: F401
 
     for name, indexes in INDEXES.items():
         if indexes:

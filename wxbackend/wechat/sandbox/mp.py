@@ -15,6 +15,8 @@ from wxbackend.wechat.sandbox.base import ApiHandler
 from wxbackend.wechat.sandbox.oa import png
 from wxbackend.wechat.sandbox.world import ApiError
 
+# WeChat's rule, written here again on purpose: the sandbox checks our client, so it
+# must not share the client's code.
 WXACODE_SCENE = re.compile(r"[0-9A-Za-z!#$&'()*+,/:;=?@\-._~]{1,32}")
 
 

@@ -174,6 +174,7 @@ class World:
         """Per-appid minute limit (45011; 45009 for wxacode) and daily quota (45009)."""
         now = self.clock()
         minute_key = (appid, api, time.strftime("%Y%m%d%H%M", time.gmtime(now)))
+        # Daily quotas reset at midnight Beijing time (UTC+8).
         day_key = (appid, api, time.strftime("%Y%m%d", time.gmtime(now + 8 * 3600)))
         limit = self.config.minute_limit.get(api)
         if limit is not None and self.usage[minute_key] >= limit:

@@ -103,3 +103,30 @@ async def bind(ctx: AppContext, member: dict[str, Any], channel: str, openid: st
 
 async def reload(ctx: AppContext, meeting: dict[str, Any]) -> dict[str, Any]:
     return await meetings_model.get(ctx.db, meeting["_id"])
+
+
+async def notices(ctx: AppContext, sandbox: Any, people: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Which meeting notices each person got: ``{name: [kind, ...]}``, oldest first.
+
+    Through the notifications service when it is there (its outbox, whatever the
+    channel), else from what the direct sender handed to WeChat (the sandbox).
+    """
+    from wxbackend.services import meeting_notices
+
+    got: dict[str, list[str]] = {p["name"]: [] for p in people}
+    if meeting_notices._notify(ctx) is not None:
+        for person in people:
+            docs = await ctx.db.notifications.find({"owner": person["_id"]}).sort("_id", 1).to_list()
+            got[person["name"]] = [d["kind"] for d in docs if d["kind"].startswith("meeting_")]
+        return got
+    by_subject = {v: k for k, v in meeting_notices.SUBJECTS.items()}
+    names = {}
+    for person in people:
+        doc = await ctx.db.members.find_one({"_id": person["_id"]})
+        names.update({doc.get("oa_openid"): person["name"], doc.get("mp_openid"): person["name"]})
+    for message in await sandbox.outbox():
+        data = message["body"]["data"]
+        subject = data["first"]["value"].split("：")[0] if "first" in data else data["thing4"]["value"]
+        if message["openid"] in names:
+            got[names[message["openid"]]].append(by_subject[subject])
+    return got

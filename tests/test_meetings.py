@@ -10,6 +10,7 @@ from tests.meetings_helpers import (
     bind,
     build_town,
     live_meeting,
+    notices,
     past_meeting,
     plan_fields,
     planned_meeting,
@@ -46,7 +47,7 @@ async def test_only_the_branchs_own_secretary_plans_its_meetings(ctx, town):
 
 async def test_publish_materialises_attendees_and_notifies_each(ctx, town, sandbox):
     people = await add_people(ctx, town, 3)
-    await add_people(ctx, town, 1, other=True)       # another branch: not invited
+    stranger = (await add_people(ctx, town, 1, other=True, prefix="外支部"))[0]
     await sandbox.follow("oFollower1")
     await bind(ctx, people[0], "oa", "oFollower1")
     await bind(ctx, people[1], "mp", "oMiniGranted")
@@ -56,15 +57,23 @@ async def test_publish_materialises_attendees_and_notifies_each(ctx, town, sandb
     meeting = await planned_meeting(ctx, town, start)
     assert meeting["status"] == "planned" and meeting["expected_count"] == 3
     assert set(meeting["expected"]) == {p["_id"] for p in people}
-    template = await sandbox.outbox(kind="template")
-    subscribe = await sandbox.outbox(kind="subscribe")
-    assert [m["openid"] for m in template] == ["oFollower1"]
-    assert "三月主题党日" in template[0]["body"]["data"]["first"]["value"]
-    assert template[0]["body"]["data"]["keyword3"]["value"] == "党员活动室"
-    assert [m["openid"] for m in subscribe] == ["oMiniGranted"]
+    got = await notices(ctx, sandbox, [*people, stranger])
+    assert got["党员1"] == got["党员2"] == ["meeting_published"]
+    assert got["外支部1"] == []
     with pytest.raises(Conflict):
         await meetings.publish(ctx, town.secretary, meeting["_id"])
-    assert len(await sandbox.outbox()) == 2
+    assert (await notices(ctx, sandbox, people))["党员1"] == ["meeting_published"]
+
+
+def test_a_notice_says_topic_time_and_place():
+    start = datetime(2026, 3, 5, 7, 0, tzinfo=UTC)
+    meeting = {"_id": "m1", "title": "三月主题党日", "type": "theme_day", "topic": "学习党章",
+               "place": "党员活动室", "start": start, "end": start + timedelta(hours=2)}
+    data = meeting_notices.notice_data(meeting, "meeting_changed")
+    assert data["time"] == "2026-03-05 15:00-17:00" and data["place"] == "党员活动室"
+    assert data["topic"] == "学习党章" and data["subject"] == "会议变更通知" and data["type"] == "主题党日"
+    online = meeting_notices.notice_data({**meeting, "place": "", "online_link": "https://x"}, "meeting_reminder")
+    assert online["place"] == "线上会议"
 
 
 async def test_time_change_and_cancellation_notify_again(ctx, town, sandbox):
@@ -77,10 +86,10 @@ async def test_time_change_and_cancellation_notify_again(ctx, town, sandbox):
     moved = await meetings.update(ctx, actor, meeting["_id"], later)
     assert moved["start"] == later["start"].replace(microsecond=0)
     retitled = await meetings.update(ctx, actor, meeting["_id"], {**later, "agenda": "一、学习"})
-    assert retitled["agenda"] == "一、学习"
+    assert retitled["agenda"] == "一、学习"     # no notice: time and place unchanged
     await meetings.cancel(ctx, actor, meeting["_id"], "上级会议冲突")
-    firsts = [m["body"]["data"]["first"]["value"] for m in await sandbox.outbox(openid="oF1")]
-    assert [f.split("：")[0] for f in firsts] == ["会议通知", "会议变更通知", "会议取消通知"]
+    got = await notices(ctx, sandbox, people)
+    assert got["党员1"] == ["meeting_published", "meeting_changed", "meeting_cancelled"]
     with pytest.raises(Conflict):
         await meetings.update(ctx, actor, meeting["_id"], later)
 
@@ -89,13 +98,12 @@ async def test_reminder_goes_out_once_before_the_start(ctx, town, sandbox):
     people = await add_people(ctx, town, 1)
     await sandbox.follow("oF1")
     await bind(ctx, people[0], "oa", "oF1")
-    soon = await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(minutes=30))
+    await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(minutes=30))
     await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(hours=5))   # not yet due
     assert await meeting_notices.send_due_reminders(ctx) == 1
     assert await meeting_notices.send_due_reminders(ctx) == 0
-    reminders = [m for m in await sandbox.outbox(openid="oF1")
-                 if m["body"]["data"]["first"]["value"].startswith("会议即将开始")]
-    assert len(reminders) == 1 and str(soon["_id"]) in reminders[0]["body"]["miniprogram"]["pagepath"]
+    got = await notices(ctx, sandbox, people)
+    assert got["党员1"].count("meeting_reminder") == 1 and got["党员1"].count("meeting_published") == 2
 
 
 async def test_state_machine_moves_by_conditional_updates(ctx, town):

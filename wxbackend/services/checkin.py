@@ -48,9 +48,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from models import meetings as meetings_model
 from models import members as members_model
 from wxbackend.context import AppContext
-from wxbackend.errors import DomainError, Forbidden, InvalidInput, NotFound
+from wxbackend.errors import DomainError, Forbidden, InvalidInput, NotFound, Unavailable
 from wxbackend.services import audit
 from wxbackend.services.access import Actor
+from wxbackend.wechat.errors import WeChatError
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 SCENE_PREFIX = "checkin:"
@@ -150,6 +151,8 @@ async def check_in(ctx: AppContext, meeting_id: ObjectId, member: dict[str, Any]
     """Record ``member`` present at the meeting, once; see the module docstring."""
     assert how in meetings_model.CHECKIN_HOWS
     now = now or datetime.now(UTC)
+    # BSON keeps milliseconds: answer with the time a later read will show.
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
     for fresh in (False, True):
         meeting = await _header(ctx, meeting_id, fresh=fresh)
         check_rules(ctx, meeting, member, now)
@@ -330,3 +333,64 @@ def oa_scene(meeting_id: ObjectId) -> str:
 def mp_scene(meeting_id: ObjectId) -> str:
     """getwxacodeunlimit scene: at most 32 characters, so the bare id with a short prefix."""
     return f"{MP_SCENE_PREFIX}{meeting_id}"
+
+
+# -- WeChat-issued codes, fetched once and kept ---------------------------------------
+
+# A temporary code lives until the meeting ends plus this margin (WeChat caps it at 30 days).
+OA_QR_MARGIN = timedelta(hours=2)
+OA_QR_REFRESH_BEFORE = timedelta(minutes=10)
+
+
+async def oa_qr(ctx: AppContext, meeting: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+    """The meeting's temporary official-account QR code ``{ticket, url, expires_at}``.
+
+    Created through ``qrcode/create`` (QR_STR_SCENE, scene ``checkin:<meeting>``)
+    the first time and whenever the stored one is about to expire; kept on the
+    meeting so every printout and screen shows the same code.
+    """
+    now = now or datetime.now(UTC)
+    qr = meeting.get("qr") or {}
+    if qr.get("oa_url") and qr.get("oa_expires_at") and qr["oa_expires_at"] - OA_QR_REFRESH_BEFORE > now:
+        return {"ticket": qr["oa_ticket"], "url": qr["oa_url"], "expires_at": qr["oa_expires_at"]}
+    from wxbackend.wechat.client import oa_client
+    from wxbackend.wechat.client.qrcode import MAX_QR_EXPIRE_SECONDS
+
+    seconds = int((meeting["end"] + OA_QR_MARGIN - now).total_seconds())
+    seconds = max(60, min(seconds, MAX_QR_EXPIRE_SECONDS))
+    try:
+        created = await oa_client(ctx).create_qrcode(oa_scene(meeting["_id"]), expire_seconds=seconds)
+    except WeChatError:
+        raise Unavailable("wechat_unavailable", "微信服务暂时不可用，请稍后再试") from None
+    expires = now + timedelta(seconds=created["expire_seconds"] or seconds)
+    await meetings_model.update_one_if(ctx.db, meeting["_id"], {}, {"$set": {
+        "qr.oa_ticket": created["ticket"], "qr.oa_url": created["url"], "qr.oa_expires_at": expires}})
+    return {"ticket": created["ticket"], "url": created["url"], "expires_at": expires}
+
+
+async def oa_qr_png(ctx: AppContext, meeting: dict[str, Any]) -> bytes:
+    """The official-account code drawn locally (``qrcode``) from its URL, for printing."""
+    return png((await oa_qr(ctx, meeting))["url"])
+
+
+async def mp_code_png(ctx: AppContext, meeting: dict[str, Any]) -> bytes:
+    """The mini-program code (getwxacodeunlimit), fetched once and kept in GridFS."""
+    file_id = (meeting.get("qr") or {}).get("mp_code_file_id")
+    if file_id is not None:
+        stream = await meetings_model.open_file(ctx.db, file_id)
+        if stream is not None:
+            return await stream.read()
+    from wxbackend.wechat.client import mp_client
+
+    try:
+        image = await mp_client(ctx).get_wxacode_unlimit(mp_scene(meeting["_id"]),
+                                                         page=ctx.settings.meetings.mp_checkin_page)
+    except WeChatError:
+        raise Unavailable("wechat_unavailable", "微信服务暂时不可用，请稍后再试") from None
+    new_id = await meetings_model.put_file(ctx.db, f"mp-code-{meeting['_id']}.png", image, "image/png",
+                                           {"meeting_id": meeting["_id"], "kind": "mp_code"})
+    # Two racing first requests: the first to store wins, the other's copy goes.
+    if not await meetings_model.update_one_if(ctx.db, meeting["_id"], {"qr.mp_code_file_id": file_id},
+                                              {"$set": {"qr.mp_code_file_id": new_id}}):
+        await meetings_model.delete_file(ctx.db, new_id)
+    return image

@@ -2,8 +2,10 @@
 
 :func:`send` is the only place meetings talk to members. When the
 notifications service (``wxbackend.services.notify``) exists, it hands the
-notice to it (which queues and picks the channel); until then it sends
-directly: an official-account template message to a member who follows the
+notice to it (kinds ``meeting_published``, ``meeting_changed``,
+``meeting_cancelled``, ``meeting_reminder``, templates from ``[meetings]``),
+which records it in the member's inbox, picks the channel and queues the
+delivery; until then it sends directly: an official-account template message to a member who follows the
 account, else a mini-program subscribe message (WeChat refuses it, 43101,
 unless the member granted one). Failures are logged and counted, never
 raised: a notice must not undo the publication it reports::
@@ -56,30 +58,47 @@ class Sent:
     skipped: int = 0
 
 
-def _notify() -> Any | None:
-    """The notifications service, once it exists (built alongside meetings)."""
+def _notify(ctx: AppContext) -> Any | None:
+    """The notifications service, once it exists (built alongside meetings), kinds registered."""
     try:
         module = importlib.import_module("wxbackend.services.notify")
     except ModuleNotFoundError as exc:
         if exc.name != "wxbackend.services.notify":
             raise
         return None
-    _register_kinds(module)
+    # Half-present (its settings not yet in config/default.toml): keep sending directly.
+    if not hasattr(ctx.settings, "notify") or not all(
+            hasattr(module, n) for n in ("notify", "Kind", "Recipient", "register_kind")):
+        return None
+    if any(k not in getattr(module, "KINDS", {}) for k in SUBJECTS):
+        _register_kinds(ctx, module)
     return module
 
 
-def _register_kinds(module: Any) -> None:
-    if getattr(module, "_meeting_kinds_registered", False):
-        return
-    kind_class = getattr(module, "Kind", None)
-    register = getattr(module, "register_kind", None)
-    if kind_class is not None and register is not None:
-        for kind, subject in SUBJECTS.items():
-            try:
-                register(kind_class(name=kind, label=subject))
-            except (TypeError, ValueError):
-                log.warning("notify kind %s not registered", kind, exc_info=True)
-    module._meeting_kinds_registered = True
+# Classic template message fields (official account) and subscribe-message fields
+# (mini-program; "thing" values hold 20 characters, notify cuts them to fit).
+OA_FIELDS = {"first": "{subject}：{title}", "keyword1": "{topic}", "keyword2": "{time}",
+             "keyword3": "{place}", "remark": "{type}"}
+MP_FIELDS = {"thing1": "{title}", "time2": "{start}", "thing3": "{place}", "thing4": "{subject}"}
+
+
+def _register_kinds(ctx: AppContext, module: Any) -> None:
+    page = ctx.settings.meetings.mp_meeting_page + "?id={meeting_id}"
+    for kind, subject in SUBJECTS.items():
+        module.register_kind(module.Kind(
+            name=kind, title=subject, template_setting="meetings", fields=OA_FIELDS,
+            mp_fields=MP_FIELDS, required=("title", "time", "place"), page=page,
+            urgent=kind != "meeting_published", summary="{title}，{time}，{place}"))
+
+
+def subject_of(meeting: dict[str, Any], kind: str) -> str:
+    """The event a notice reports (notify sends each (member, kind, subject) once)."""
+    base = f"meeting:{meeting['_id']}:{kind.removeprefix('meeting_')}"
+    if kind == "meeting_changed":
+        return f"{base}:{int(meeting['updated_at'].timestamp() * 1000)}"
+    if kind == "meeting_reminder":
+        return f"{base}:{int(meeting['start'].timestamp())}"
+    return base
 
 
 def notice_data(meeting: dict[str, Any], kind: str) -> dict[str, str]:
@@ -92,7 +111,7 @@ def notice_data(meeting: dict[str, Any], kind: str) -> dict[str, str]:
     return {"meeting_id": str(meeting["_id"]), "title": meeting["title"],
             "type": MEETING_TYPES.get(meeting["type"], meeting["type"]),
             "topic": meeting.get("topic") or meeting["title"], "time": when, "place": place,
-            "subject": SUBJECTS[kind]}
+            "start": f"{start:%Y-%m-%d %H:%M}", "subject": SUBJECTS[kind]}
 
 
 async def send(ctx: AppContext, meeting: dict[str, Any], kind: str,
@@ -103,11 +122,18 @@ async def send(ctx: AppContext, meeting: dict[str, Any], kind: str,
     if not recipients:
         return Sent()
     data = notice_data(meeting, kind)
-    notify = _notify()
-    if notify is not None:
-        await notify.notify(ctx, recipients, kind, data, subject=SUBJECTS[kind])
-        return Sent(ok=len(recipients))
-    return await _send_directly(ctx, recipients, kind, data)
+    try:
+        notify = _notify(ctx)
+        if notify is not None:
+            result = await notify.notify(ctx, [notify.Recipient(member_id=m) for m in recipients],
+                                         kind, data, subject=subject_of(meeting, kind))
+            return Sent(ok=result.created - result.undeliverable,
+                        skipped=result.undeliverable + result.skipped)
+        return await _send_directly(ctx, recipients, kind, data)
+    except Exception:
+        # The meeting change is done; a notice that failed is logged, never raised.
+        log.exception("meeting notice %s of %s failed", kind, meeting["_id"])
+        return Sent(failed=len(recipients))
 
 
 async def _send_directly(ctx: AppContext, recipients: list[ObjectId], kind: str,

@@ -1,0 +1,155 @@
+"""Check-in: the rules, the rotating code, idempotency under retries and races."""
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from bson import ObjectId
+
+from tests.meetings_helpers import add_people, build_town, live_meeting, planned_meeting, reload
+from wxbackend.errors import DomainError
+from wxbackend.services import checkin, meetings
+
+
+@pytest.fixture
+async def town(ctx):
+    return await build_town(ctx)
+
+
+async def refused(call, code):
+    with pytest.raises(DomainError) as err:
+        await call
+    assert err.value.code == code, err.value.message
+    return err.value
+
+
+async def test_first_check_in_counts_and_a_second_answers_already(ctx, town):
+    people = await add_people(ctx, town, 2)
+    meeting = await live_meeting(ctx, town)
+    first = await checkin.check_in_member(ctx, meeting["_id"], people[0], "mp_code")
+    assert first.code == "checked_in" and first.message.startswith("签到成功")
+    second = await checkin.check_in_member(ctx, meeting["_id"], people[0], "mp_code")
+    assert second.code == "already_checked_in" and second.at == first.at
+    assert second.message.startswith("已签到")
+    stored = await reload(ctx, meeting)
+    assert stored["counts"]["present"] == 1
+    mark = stored["attendance"][str(people[0]["_id"])]
+    assert mark["how"] == "mp_code" and mark["status"] == "present"
+
+
+async def test_fifty_identical_scans_at_once_make_one_check_in(ctx, town):
+    people = await add_people(ctx, town, 1)
+    meeting = await live_meeting(ctx, town)
+    scans = [checkin.check_in_member(ctx, meeting["_id"], people[0], "mp_code", nonce="scan-1")
+             for _ in range(50)]
+    results = await asyncio.gather(*scans)
+    # The same scan (same nonce) gets the same answer every time.
+    assert {r.code for r in results} == {"checked_in"} and len({r.at for r in results}) == 1
+    stored = await reload(ctx, meeting)
+    assert stored["counts"]["present"] == 1 and len(stored["attendance"]) == 1
+    other = await checkin.check_in_member(ctx, meeting["_id"], people[0], "mp_code", nonce="scan-2")
+    assert other.code == "already_checked_in"
+
+
+async def test_refusals_record_nothing(ctx, town):
+    people = await add_people(ctx, town, 2)
+    stranger = (await add_people(ctx, town, 1, other=True))[0]
+    meeting = await live_meeting(ctx, town, audience="list", member_ids=[str(people[0]["_id"])])
+    future = await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(hours=3))
+    cancelled = await live_meeting(ctx, town)
+    await meetings.cancel(ctx, town.secretary, cancelled["_id"])
+    mid = meeting["_id"]
+    await refused(checkin.check_in_member(ctx, mid, people[1], "mp_code"), "checkin_not_expected")
+    await refused(checkin.check_in_member(ctx, mid, stranger, "mp_code"), "out_of_scope")
+    err = await refused(checkin.check_in_member(ctx, future["_id"], people[0], "mp_code"),
+                        "checkin_window_closed")
+    assert "签到尚未开始" in err.message
+    late = datetime.now(UTC) + timedelta(hours=2)
+    err = await refused(checkin.check_in_member(ctx, mid, people[0], "mp_code", now=late),
+                        "checkin_window_closed")
+    assert "已结束" in err.message
+    await refused(checkin.check_in_member(ctx, cancelled["_id"], people[0], "mp_code"), "meeting_cancelled")
+    await refused(checkin.check_in_member(ctx, "0" * 24, people[0], "mp_code"), "meeting_not_found")
+    await refused(checkin.check_in_member(ctx, "junk", people[0], "mp_code"), "meeting_not_found")
+    for m in (meeting, future, cancelled):
+        stored = await reload(ctx, m)
+        assert stored["attendance"] == {} and stored["counts"]["present"] == 0
+
+
+async def test_branch_members_may_check_in_when_the_secretary_allows(ctx, town):
+    people = await add_people(ctx, town, 2)
+    meeting = await live_meeting(ctx, town, audience="list", member_ids=[str(people[0]["_id"])],
+                                 allow_branch_members=True)
+    result = await checkin.check_in_member(ctx, meeting["_id"], people[1], "mp_code")
+    assert result.code == "checked_in"
+
+
+async def test_rotating_code_accepts_this_and_the_previous_step_only(ctx, town):
+    people = await add_people(ctx, town, 4)
+    meeting = await live_meeting(ctx, town)
+    now = datetime.now(UTC)
+    step = ctx.settings.meetings.rotating_step_seconds
+    current = checkin.rotating_token(ctx, meeting["_id"], now)
+    previous = checkin.rotating_token(ctx, meeting["_id"], now - timedelta(seconds=step))
+    stale = checkin.rotating_token(ctx, meeting["_id"], now - timedelta(seconds=2 * step + 1))
+    future = checkin.rotating_token(ctx, meeting["_id"], now + timedelta(seconds=step))
+    forged = current[:-2] + ("AA" if not current.endswith("AA") else "BB")
+    other_meeting = checkin.rotating_token(ctx, ObjectId(), now)
+    assert (await checkin.check_in_member(ctx, meeting["_id"], people[0], "rotating", token=current)).code == "checked_in"
+    assert (await checkin.check_in_member(ctx, meeting["_id"], people[1], "rotating", token=previous)).code == "checked_in"
+    await refused(checkin.check_in_member(ctx, meeting["_id"], people[2], "rotating", token=stale),
+                  "checkin_token_expired")
+    for bad in (forged, future, other_meeting, "", "a.b.c", "x" * 200):
+        await refused(checkin.check_in_member(ctx, meeting["_id"], people[2], "rotating", token=bad),
+                      "checkin_token_invalid")
+    stored = await reload(ctx, meeting)
+    assert stored["counts"]["present"] == 2 and str(people[2]["_id"]) not in stored["attendance"]
+    assert stored["attendance"][str(people[0]["_id"])]["how"] == "rotating"
+
+
+def test_rotating_token_needs_the_secret_key(ctx):
+    meeting_id = ObjectId()
+    token = checkin.rotating_token(ctx, meeting_id)
+    assert checkin.verify_token(ctx, token, datetime.now(UTC)) == meeting_id
+    ctx.caches.pop("checkin.token_key")
+    ctx.settings.security.secret_key = "another-secret-key-of-at-least-32-chars!!"
+    with pytest.raises(DomainError) as err:
+        checkin.verify_token(ctx, token, datetime.now(UTC))
+    assert err.value.code == "checkin_token_invalid"
+
+
+async def test_manual_check_in_is_audited_and_scoped(ctx, town):
+    people = await add_people(ctx, town, 1)
+    meeting = await live_meeting(ctx, town)
+    await refused(checkin.manual_check_in(ctx, town.outsider, meeting["_id"], people[0]["_id"]), "out_of_scope")
+    result = await checkin.manual_check_in(ctx, town.secretary, meeting["_id"], people[0]["_id"])
+    assert result.code == "checked_in"
+    stored = await reload(ctx, meeting)
+    assert stored["attendance"][str(people[0]["_id"])]["by"] == "王书记"
+    entries = await ctx.db.audit_log.find({"target.id": meeting["_id"]}).to_list()
+    assert [e["details"]["member"] for e in entries if e["action"] == "meeting.manual_checkin"] == ["党员1"]
+
+
+async def test_online_or_excused_member_who_comes_is_present(ctx, town):
+    people = await add_people(ctx, town, 2)
+    meeting = await live_meeting(ctx, town)
+    joined = await meetings.join_online(ctx, people[0], meeting["_id"])
+    assert joined["recorded"] and joined["mark"]["status"] == "online"
+    again = await meetings.join_online(ctx, people[0], meeting["_id"])
+    assert not again["recorded"]
+    result = await checkin.check_in_member(ctx, meeting["_id"], people[0], "mp_code")
+    assert result.code == "checked_in"
+    stored = await reload(ctx, meeting)
+    assert stored["counts"] == {"present": 1, "online": 0, "excused": 0}
+    assert stored["attendance"][str(people[0]["_id"])]["replaced"] == "online"
+
+
+async def test_a_meeting_moved_meanwhile_is_judged_again(ctx, town):
+    people = await add_people(ctx, town, 1)
+    meeting = await live_meeting(ctx, town)
+    await checkin._header(ctx, meeting["_id"])        # this process now holds the old times
+    later = datetime.now(UTC) + timedelta(days=1)
+    await ctx.db.meetings.update_one({"_id": meeting["_id"]},
+                                     {"$set": {"start": later, "end": later + timedelta(hours=1)}})
+    await refused(checkin.check_in_member(ctx, meeting["_id"], people[0], "mp_code"), "checkin_window_closed")
+    assert (await reload(ctx, meeting))["attendance"] == {}

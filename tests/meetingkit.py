@@ -18,7 +18,7 @@ from models import meetings as meetings_model
 from tests.conftest import City
 from tests.factories import member_fields
 from wxbackend.context import AppContext
-from wxbackend.services import members, orgs
+from wxbackend.services import binding, members, mpsessions, orgs
 from wxbackend.services.access import Actor, Role
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -55,6 +55,22 @@ def actor(city: City, username: str) -> Actor:
 async def add_members(ctx: AppContext, org: dict[str, Any], n: int, prefix: str = "党员") -> list[dict[str, Any]]:
     return [await members.create(ctx, SYSTEM, org["_id"], member_fields(f"{prefix}{i + 1}"))
             for i in range(n)]
+
+
+async def phone_member(ctx: AppContext, org: dict[str, Any], name: str) -> tuple[dict[str, Any], str]:
+    """A member bound to the mini-program, and a bearer token of theirs (no WeChat round trip)."""
+    fields = member_fields(name)
+    await members.create(ctx, SYSTEM, org["_id"], fields)
+    openid = f"o{ObjectId()}"
+    member = await binding.bind(ctx, "mp", openid, None, fields["name"], fields["id_card"],
+                                fields["phone"], "127.0.0.1")
+    token = await mpsessions.open_session(ctx, openid=openid, unionid=None,
+                                          session_key="tiihtNczf5v6AKRyjwEUhQ==", member_id=member["_id"])
+    return member, token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def local_start(day: date, hour: int = 15) -> datetime:

@@ -116,3 +116,29 @@ async def test_pages_walk_by_cursor_and_refuse_forged_ones(ctx, scene):
     assert seen == [f"心得{i}" for i in range(5)]
     with pytest.raises(InvalidInput):
         await comments.for_member(ctx, people[4], meeting["_id"], "not-an-id", 2)
+
+
+async def test_the_phone_api_posts_and_lists_comments(ctx, server_url):
+    import httpx
+
+    from tests.meetingkit import bearer, phone_member
+
+    city = await light_city(ctx)
+    (me, token), (_, outsider) = (await phone_member(ctx, city.branch_a1, "小程序党员"),
+                                  await phone_member(ctx, city.branch_b1, "外支部党员"))
+    meeting = await held(ctx, city.branch_a1, "theme_day", DAY, [me], present=[me])
+    url = f"/api/v1/meetings/{meeting['_id']}/comments"
+    async with httpx.AsyncClient(base_url=server_url, timeout=30) as api:
+        retry = {**bearer(token), "Idempotency-Key": "comment-1"}
+        first = await api.post(url, headers=retry, json={"text": "学习体会"})
+        replay = await api.post(url, headers=retry, json={"text": "学习体会"})
+        assert first.status_code == replay.status_code == 201 and replay.headers["Idempotent-Replayed"] == "true"
+        listed = (await api.get(url, headers=bearer(token))).json()
+        assert [(c["text"], c["mine"], c["name"]) for c in listed["items"]] == [("学习体会", True, "小程序党员")]
+        empty = await api.post(url, headers=bearer(token), json={"text": ""})
+        assert empty.status_code == 400
+        foreign = await api.get(url, headers=bearer(outsider))
+        assert foreign.status_code == 403 and foreign.json()["error"]["code"] == "out_of_scope"
+        missing = await api.get(f"/api/v1/meetings/{'0' * 24}/comments", headers=bearer(token))
+        assert missing.status_code == 404
+    assert len(await stored(ctx, meeting)) == 1

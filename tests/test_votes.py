@@ -152,3 +152,31 @@ async def test_members_see_which_votes_they_took_part_in(ctx, scene):
     await votes.cast(ctx, people[0], second["_id"], [1])
     found, voted = await votes.of_meeting_for_member(ctx, people[0], meeting["_id"])
     assert [v["_id"] for v in found] == [first["_id"], second["_id"]] and voted == {second["_id"]}
+
+
+async def test_the_phone_api_votes_once_and_shows_results_after_the_close(ctx, server_url):
+    import httpx
+
+    from tests.meetingkit import bearer, phone_member
+
+    city = await light_city(ctx)
+    me, token = await phone_member(ctx, city.branch_a1, "小程序党员")
+    meeting = await held(ctx, city.branch_a1, "branch_assembly", date.today(), [me], present=[me],
+                         status="in_progress")
+    vote = await new_vote(ctx, city, meeting, anonymous=True)
+    async with httpx.AsyncClient(base_url=server_url, timeout=30) as api:
+        listed = (await api.get(f"/api/v1/meetings/{meeting['_id']}/votes", headers=bearer(token))).json()
+        assert [(v["title"], v["voted"], v["results"]) for v in listed["items"]] == [("表决：接收预备党员", False, None)]
+        ballot = f"/api/v1/votes/{vote['_id']}/ballot"
+        answers = await asyncio.gather(*(api.post(ballot, headers=bearer(token), json={"choices": [1]})
+                                         for _ in range(20)))
+        assert sorted(r.status_code for r in answers) == [200] + [409] * 19
+        assert {r.json()["error"]["code"] for r in answers if r.status_code == 409} == {"already_voted"}
+        bad = await api.post(ballot, headers=bearer(token), json={"choices": [0, 1]})
+        assert bad.status_code == 400
+        seen = (await api.get(f"/api/v1/votes/{vote['_id']}", headers=bearer(token))).json()
+        assert seen["voted"] is True and seen["results"] is None and seen["ballots"] == 1
+        await votes.close(ctx, actor(city, "sec_a1"), vote["_id"])
+        seen = (await api.get(f"/api/v1/votes/{vote['_id']}", headers=bearer(token))).json()
+        assert seen["status"] == "closed" and seen["results"] == [0, 1, 0]
+    assert len(await ballots_of(ctx, vote)) == 1

@@ -29,6 +29,9 @@ ROUTE_MODULES = [
     "handlers.api.openapi",
     "handlers.api.auth",
     "handlers.api.me",
+    "handlers.api.meeting_social",
+    "handlers.api.meetings",
+    "handlers.admin_meetings",
 ]
 
 

@@ -30,8 +30,6 @@ ROUTE_MODULES = [
     "handlers.api.auth",
     "handlers.api.me",
     "handlers.api.meeting_social",
-    "handlers.api.meetings",
-    "handlers.admin_meetings",
 ]
 
 

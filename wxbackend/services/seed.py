@@ -595,7 +595,7 @@ class PeopleMaker:
 
     def party_dates(self, birth: date, age: int) -> tuple[str, date, date | None]:
         rng, today = self.rng, self.today
-        probation = 0.08 if age < 35 else 0.02 if age < 50 else 0.004
+        probation = 0.13 if age < 35 else 0.035 if age < 50 else 0.008  # ~3% overall
         if rng.random() < probation:
             return "probationary", today - timedelta(days=rng.randint(1, 360)), None
         earliest = add_years(birth, 18)
@@ -648,7 +648,8 @@ async def seed_city(ctx: AppContext, scale: float, *, today: date | None = None,
     """Build the demo city into an empty database; ``today`` anchors ages and terms."""
     counts = scaled_counts(scale)
     if not await ctx.redis.set(LOCK_KEY, b"1", nx=True, ex=3600):
-        raise Conflict("seed_running", "演示城市正在生成中，请稍后再试")
+        raise Conflict("seed_running", "演示城市正在生成中，请稍后再试（如上次生成被强行中断，"
+                       "请清空数据目录后重试，或一小时后锁自动解除）")
     try:
         await _require_empty(ctx)
         return await _build(ctx, scale, counts, today or date.today(), progress)

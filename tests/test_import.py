@@ -7,6 +7,7 @@ audit log are compared before and after.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import os
@@ -24,6 +25,7 @@ from models import members as members_model
 from models import orgs as orgs_model
 from tests.conftest import ADMIN_PASSWORD, SYSTEM, actor_of
 from tests.factories import member_fields
+from wxbackend.errors import Conflict
 from wxbackend.services import importer, members
 from wxbackend.services.import_sheet import (
     COLUMNS,
@@ -45,7 +47,7 @@ ORGS = ("root", "district_a", "district_b", *BRANCHES)
 
 def people(n: int, **overrides: Any) -> list[dict[str, Any]]:
     """``n`` valid members as a secretary writes them (Chinese labels)."""
-    rows = [member_fields(f"党员{i}", birth=date(1970 + i, 1 + i % 12, 1 + i % 28)) for i in range(n)]
+    rows = [member_fields(f"党员{i}", birth=date(1950 + i % 40, 1 + i % 12, 1 + i % 28)) for i in range(n)]
     for row in rows:
         row.update(overrides)
     return rows
@@ -408,6 +410,20 @@ async def test_a_write_failing_halfway_is_reported_and_counted_honestly(ctx, cit
     assert any(r.levelname == "ERROR" and "failed halfway" in r.getMessage() for r in caplog.records)
     entry = (await import_audits(ctx, city.org("branch_a1")))[0]
     assert entry["details"]["created"] == 2 and entry["details"]["partial"] is True
+
+
+async def test_a_second_import_into_the_same_branch_waits_for_the_first(ctx, city, seeded):
+    data = xlsx(table(people(100)))
+    first = asyncio.create_task(run(ctx, city, data))
+    lock = f"import:lock:{city.org('branch_a1')}".encode()
+    while not await ctx.redis.exists(lock) and not first.done():
+        await asyncio.sleep(0.002)
+    with pytest.raises(Conflict) as caught:
+        await run(ctx, city, data)
+    assert caught.value.code == "import_running"
+    assert (await first).created == 100
+    assert not await ctx.redis.exists(lock)
+    assert (await run(ctx, city, data)).unchanged == 100
 
 
 # -- the command line entry point -------------------------------------------------

@@ -21,9 +21,11 @@ The file format (headers, aliases, cell types) is :mod:`.import_sheet`'s job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import secrets
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -36,7 +38,7 @@ from models import members as members_model
 from models import orgs as orgs_model
 from models.enums import MEMBER_STATES
 from wxbackend.context import AppContext
-from wxbackend.errors import DomainError, InvalidInput, NotFound
+from wxbackend.errors import Conflict, DomainError, InvalidInput, NotFound
 from wxbackend.services import audit, members, orgs
 from wxbackend.services.access import Actor
 from wxbackend.services.import_sheet import COLUMNS, MAX_BYTES, ORG_CODE, Sheet, read_sheet
@@ -48,6 +50,9 @@ BATCH = 1000
 # ID-card numbers one $in lookup carries: SecantusDB's cost per number grows with
 # the list (measured ~0.4 ms at 100, ~4 ms at 1,000).
 LOOKUP_BATCH = 100
+# One import at a time per target organisation (a double-clicked upload would
+# otherwise race itself); the lock expires should a process die holding it.
+LOCK_SECONDS = 15 * 60
 # Stored fields compared to tell an updated member from an unchanged one.
 COMPARED = ("name", "gender", "ethnicity", "birth_date", "education", "party_status",
             "joined_on", "full_on", "category")
@@ -161,6 +166,24 @@ async def import_path(ctx: AppContext, actor: Actor, path: str | Path, *,
 
 async def _run(ctx: AppContext, actor: Actor, data: bytes, filename: str, *,
                default: dict[str, Any] | None, within: dict[str, Any] | None) -> ImportResult:
+    async with _exclusive(ctx, (within or default or {}).get("_id", "any")):
+        return await _import(ctx, actor, data, filename, default, within)
+
+
+@contextlib.asynccontextmanager
+async def _exclusive(ctx: AppContext, key: Any) -> AsyncIterator[None]:
+    name, token = f"import:lock:{key}".encode(), secrets.token_hex(8).encode()
+    if not await ctx.redis.set(name, token, nx=True, ex=LOCK_SECONDS):
+        raise Conflict("import_running", "该组织正在导入党员，请等待上一次导入完成后再试")
+    try:
+        yield
+    finally:
+        if await ctx.redis.get(name) == token:
+            await ctx.redis.delete(name)
+
+
+async def _import(ctx: AppContext, actor: Actor, data: bytes, filename: str,
+                  default: dict[str, Any] | None, within: dict[str, Any] | None) -> ImportResult:
     result = ImportResult(filename)
     try:
         sheet = await asyncio.to_thread(read_sheet, data, filename)

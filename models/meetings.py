@@ -150,11 +150,14 @@ async def mark_attendance(db: AsyncDatabase, meeting_id: ObjectId, member_id: Ob
 
 
 async def in_org_between(db: AsyncDatabase, org_id: ObjectId, start_from: datetime,
-                         start_to: datetime, *, descending: bool = False,
-                         limit: int = 0) -> list[dict[str, Any]]:
-    """A branch's meetings whose start falls in [start_from, start_to) (calendar, my meetings)."""
+                         start_to: datetime, *, descending: bool = False, limit: int = 0,
+                         extra_fields: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """A branch's meetings whose start falls in [start_from, start_to) (calendar, my meetings).
+
+    ``extra_fields`` adds to the list fields, e.g. one member's ``attendance.<id>``.
+    """
     cursor = db[COLLECTION].find({"org_id": org_id, "start": {"$gte": start_from, "$lt": start_to}},
-                                 LIST_FIELDS | {"expected": 1})
+                                 LIST_FIELDS | {"expected": 1} | (extra_fields or {}))
     cursor = cursor.sort("start", -1 if descending else 1)
     if limit:
         cursor = cursor.limit(limit)

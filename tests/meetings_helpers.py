@@ -114,10 +114,11 @@ async def notices(ctx: AppContext, sandbox: Any, people: list[dict[str, Any]]) -
     from wxbackend.services import meeting_notices
 
     got: dict[str, list[str]] = {p["name"]: [] for p in people}
-    if meeting_notices._notify(ctx) is not None:
+    notify = meeting_notices._notify(ctx)
+    if notify is not None:
         for person in people:
-            docs = await ctx.db.notifications.find({"owner": person["_id"]}).sort("_id", 1).to_list()
-            got[person["name"]] = [d["kind"] for d in docs if d["kind"].startswith("meeting_")]
+            items, _ = await notify.inbox(ctx, person["_id"], None, 50)
+            got[person["name"]] = [i.doc["kind"] for i in reversed(items) if i.doc["kind"].startswith("meeting_")]
         return got
     by_subject = {v: k for k, v in meeting_notices.SUBJECTS.items()}
     names = {}

@@ -30,6 +30,9 @@ ROUTE_MODULES = [
     "handlers.api.auth",
     "handlers.api.me",
     "handlers.api.meeting_social",
+    "handlers.admin_compliance",
+    "handlers.api.meetings",
+    "handlers.admin_meetings",
 ]
 
 

@@ -30,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import importlib
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -96,6 +97,10 @@ def display_status(meeting: dict[str, Any], now: datetime | None = None) -> str:
     if status == "planned" and meeting["start"] <= now:
         return "in_progress"
     return status
+
+
+def checkin_opens_at(ctx: AppContext, meeting: dict[str, Any]) -> datetime:
+    return meeting["start"] - timedelta(minutes=ctx.settings.meetings.checkin_open_minutes)
 
 
 def status_label(meeting: dict[str, Any], now: datetime | None = None) -> str:
@@ -479,18 +484,27 @@ async def member_meetings(ctx: AppContext, member: dict[str, Any], when: str, *,
                           now: datetime | None = None) -> list[dict[str, Any]]:
     """The member's upcoming (soonest first) or past (latest first) meetings."""
     now = now or datetime.now(UTC)
+    mine = {f"attendance.{member['_id']}": 1, f"leave.{member['_id']}": 1}
     if when == "upcoming":
         rows = await meetings_model.in_org_between(ctx.db, member["org_id"], now - MAX_DURATION,
-                                                   now + timedelta(days=366))
+                                                   now + timedelta(days=366), extra_fields=mine)
         rows = [m for m in rows if m["end"] >= now]
     else:
         upper = min(before or now, now)
         rows = await meetings_model.in_org_between(ctx.db, member["org_id"], upper - timedelta(days=366),
-                                                   upper, descending=True)
-        rows = [m for m in rows if m["end"] < now or before is not None]
-    mine = [m for m in rows if m["status"] != "draft"
-            and (member["_id"] in set(m.get("expected") or ()) or m.get("allow_branch_members"))]
-    return mine[:limit]
+                                                   upper, descending=True, extra_fields=mine)
+        rows = [m for m in rows if m["end"] < now]
+    return [m for m in rows if m["status"] != "draft"
+            and (member["_id"] in set(m.get("expected") or ()) or m.get("allow_branch_members"))][:limit]
+
+
+def member_state(meeting: dict[str, Any], member_id: ObjectId) -> str | None:
+    """present | online | excused | leave_pending | leave_refused | None, from one member's view."""
+    mark = (meeting.get("attendance") or {}).get(str(member_id))
+    if mark:
+        return mark["status"]
+    leave = (meeting.get("leave") or {}).get(str(member_id))
+    return f"leave_{leave['status']}" if leave else None
 
 
 async def my_marks(ctx: AppContext, member: dict[str, Any],
@@ -686,3 +700,49 @@ async def open_material(ctx: AppContext, meeting: dict[str, Any],
     if stream is None:
         raise NotFound("material_not_found", "找不到该会议材料")
     return entry, stream
+
+
+# -- the secretary's live views -----------------------------------------------------------
+
+NAMES_TTL = 60.0
+
+
+async def member_names(ctx: AppContext, meeting: dict[str, Any]) -> dict[str, str]:
+    """``{member_id: name}`` of the expected and marked members, cached briefly per meeting."""
+    cache: dict[ObjectId, tuple[float, dict[str, str]]] = ctx.caches.setdefault("meetings.names", {})
+    hit = cache.get(meeting["_id"])
+    wanted = {str(i) for i in meeting.get("expected") or ()} | set(meeting.get("attendance") or {}) \
+        | set(meeting.get("leave") or {})
+    if hit is not None and hit[0] > time.monotonic() and wanted <= hit[1].keys():
+        return hit[1]
+    rows = await members_model.by_ids(ctx.db, [ObjectId(i) for i in wanted], {"name": 1})
+    names = {str(r["_id"]): r["name"] for r in rows}
+    if len(cache) > 200:
+        cache.clear()
+    cache[meeting["_id"]] = (time.monotonic() + NAMES_TTL, names)
+    return names
+
+
+async def board(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId) -> dict[str, Any]:
+    """Who is in: counts, the latest arrivals first, and who is still missing."""
+    meeting = await view(ctx, actor, meeting_id)
+    names = await member_names(ctx, meeting)
+    marks = sorted(((mid, m) for mid, m in (meeting.get("attendance") or {}).items()),
+                   key=lambda item: item[1]["at"], reverse=True)
+    arrived = [{"name": names.get(mid, "（已移除）"), "status": m["status"],
+                "how": checkin.HOW_LABELS.get(m["how"], m["how"]),
+                "at": m["at"].astimezone(SHANGHAI).strftime("%H:%M:%S")} for mid, m in marks]
+    missing = sorted(names.get(str(i), "") for i in meeting.get("expected") or ()
+                     if str(i) not in (meeting.get("attendance") or {}))
+    counts = meeting["counts"]
+    return {"title": meeting["title"], "status": display_status(meeting),
+            "status_label": status_label(meeting), "expected": meeting["expected_count"],
+            "present": counts["present"], "online": counts["online"], "excused": counts["excused"],
+            "absent": meetings_model.absent_count(meeting), "arrived": arrived, "missing": missing}
+
+
+def leave_requests(meeting: dict[str, Any], names: dict[str, str]) -> list[dict[str, Any]]:
+    """Leave requests, pending first, for the secretary's page."""
+    rows = [{"member_id": mid, "name": names.get(mid, r.get("name", "")), **r}
+            for mid, r in (meeting.get("leave") or {}).items()]
+    return sorted(rows, key=lambda r: (r["status"] != "pending", r["at"]))

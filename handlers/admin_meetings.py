@@ -1,0 +1,273 @@
+"""Management web: a branch's meetings, from the calendar to the minutes.
+
+Pages (permission ``meeting.view`` to look, ``meeting.manage`` to act; the
+services check both)::
+
+    /admin/orgs/<org>/meetings?month=2026-03     calendar of a branch's month
+    /admin/orgs/<org>/meetings/new               plan a meeting (a draft)
+    /admin/meetings/<id>                         the meeting: actions, materials, codes,
+                                                 leave requests, attendance, minutes
+    /admin/meetings/<id>/edit
+    /admin/meetings/<id>/screen (+ .json)        rotating check-in code for a projector
+    /admin/meetings/<id>/board (+ .json)         live check-in board
+    /admin/meetings/<id>/qr/oa.png | mp.png      codes to print
+    POST /admin/meetings/<id>/<action>           publish, start, finish, cancel, minutes,
+                                                 confirm-minutes, amend-minutes, leave,
+                                                 checkin, materials
+
+The two live pages poll their JSON with a few lines of plain JavaScript, so
+the code changes and the board fills without reloading.
+"""
+
+from __future__ import annotations
+
+import base64
+import calendar
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import tornado.escape
+import tornado.web
+
+from handlers.admin_base import AdminHandler
+from handlers.api.meetings import send_file
+from models import meetings as meetings_model
+from models.enums import MEETING_TYPES
+from wxbackend.errors import InvalidInput
+from wxbackend.services import checkin, meetings, orgs
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+ID = "[0-9a-f]{24}"
+FORM_FIELDS = ("type", "title", "topic", "agenda", "place", "online_link", "start", "end",
+               "reminder_minutes", "audience", "group_id", "member_ids")
+ACTIONS_DONE = {"publish": "已发布，参会党员将收到通知", "start": "会议已开始", "finish": "会议已结束",
+                "cancel": "会议已取消，已通知参会党员", "minutes": "会议记录已保存",
+                "confirm-minutes": "会议记录已确认", "amend-minutes": "修正已记录",
+                "materials": "材料已上传", "leave": "已处理请假申请", "checkin": "已代签到"}
+
+
+def _month(text: str) -> tuple[int, int]:
+    try:
+        year, month = (int(p) for p in text.split("-"))
+        date(year, month, 1)
+        return year, month
+    except (ValueError, TypeError):
+        today = datetime.now(SHANGHAI)
+        return today.year, today.month
+
+
+class CalendarHandler(AdminHandler):
+    @tornado.web.authenticated
+    async def get(self, org_id: str) -> None:
+        org = await orgs.view(self.ctx, self.actor, org_id)
+        self.actor.require("meeting.view", org["org_ancestors"])
+        year, month = _month(self.get_query_argument("month", ""))
+        key = f"{year:04d}-{month:02d}"
+        rows = await meetings_model.in_org_month(self.ctx.db, org["_id"], key)
+        by_day: dict[date, list[dict[str, Any]]] = {}
+        for m in sorted(rows, key=lambda m: m["start"]):
+            by_day.setdefault(m["start"].astimezone(SHANGHAI).date(), []).append(m)
+        first = date(year, month, 1)
+        self.render("admin/meetings.html", org=org, month=key, year=year, month_no=month,
+                    weeks=calendar.Calendar().monthdatescalendar(year, month), by_day=by_day,
+                    prev=(first - timedelta(days=1)).strftime("%Y-%m"),
+                    next=(first + timedelta(days=32)).strftime("%Y-%m"),
+                    status_label=meetings.status_label, types=MEETING_TYPES, meetings_list=rows)
+
+
+class FormMixin(AdminHandler):
+    def form_values(self) -> dict[str, Any]:
+        values: dict[str, Any] = {f: self.form(f) for f in FORM_FIELDS}
+        values["allow_branch_members"] = self.get_body_argument("allow_branch_members", "") == "on"
+        return values
+
+    async def render_form(self, org: dict[str, Any], meeting: dict[str, Any] | None,
+                          values: dict[str, Any], errors: dict[str, str]) -> None:
+        groups = await orgs.children(self.ctx, self.actor, org)
+        self.render("admin/meeting_form.html", org=org, meeting=meeting, values=values, errors=errors,
+                    types=MEETING_TYPES, groups=[g for g in groups if g["type"] == "group"])
+
+
+def _errors(exc: InvalidInput) -> dict[str, str]:
+    found = {d["field"]: d["message"] for d in exc.details or [] if isinstance(d, dict)}
+    return found or {"_": exc.message}
+
+
+def form_of(meeting: dict[str, Any]) -> dict[str, Any]:
+    """A meeting as its form shows it (local times for datetime-local inputs)."""
+    audience = meeting.get("audience") or {}
+    return {**{f: meeting.get(f, "") for f in FORM_FIELDS},
+            "start": meeting["start"].astimezone(SHANGHAI).strftime("%Y-%m-%dT%H:%M"),
+            "end": meeting["end"].astimezone(SHANGHAI).strftime("%Y-%m-%dT%H:%M"),
+            "audience": audience.get("kind", "branch"), "group_id": str(audience.get("group_id") or ""),
+            "member_ids": " ".join(str(i) for i in audience.get("member_ids") or []),
+            "reminder_minutes": meeting.get("reminder_minutes") or "",
+            "allow_branch_members": meeting.get("allow_branch_members", False)}
+
+
+class MeetingNewHandler(FormMixin):
+    @tornado.web.authenticated
+    async def get(self, org_id: str) -> None:
+        org = await orgs.view(self.ctx, self.actor, org_id)
+        self.actor.require("meeting.manage", org["org_ancestors"])
+        start = (datetime.now(SHANGHAI) + timedelta(days=7)).replace(hour=15, minute=0)
+        await self.render_form(org, None, {"type": "theme_day", "audience": "branch",
+                                           "start": start.strftime("%Y-%m-%dT%H:%M"),
+                                           "end": (start + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")}, {})
+
+    @tornado.web.authenticated
+    async def post(self, org_id: str) -> None:
+        org = await orgs.view(self.ctx, self.actor, org_id)
+        values = self.form_values()
+        try:
+            meeting = await meetings.create(self.ctx, self.actor, org["_id"], values)
+        except InvalidInput as exc:
+            self.set_status(400)
+            await self.render_form(org, None, values, _errors(exc))
+            return
+        self.redirect(f"/admin/meetings/{meeting['_id']}?msg=" + tornado.escape.url_escape("已保存为草稿，发布后通知参会党员"))
+
+
+class MeetingEditHandler(FormMixin):
+    @tornado.web.authenticated
+    async def get(self, meeting_id: str) -> None:
+        meeting = await meetings.view(self.ctx, self.actor, meeting_id)
+        org = await orgs.get(self.ctx, meeting["org_id"])
+        await self.render_form(org, meeting, form_of(meeting), {})
+
+    @tornado.web.authenticated
+    async def post(self, meeting_id: str) -> None:
+        meeting = await meetings.view(self.ctx, self.actor, meeting_id)
+        values = self.form_values()
+        try:
+            await meetings.update(self.ctx, self.actor, meeting["_id"], values)
+        except InvalidInput as exc:
+            self.set_status(400)
+            await self.render_form(await orgs.get(self.ctx, meeting["org_id"]), meeting, values, _errors(exc))
+            return
+        self.redirect(f"/admin/meetings/{meeting['_id']}?msg=" + tornado.escape.url_escape("已保存"))
+
+
+class MeetingHandler(AdminHandler):
+    @tornado.web.authenticated
+    async def get(self, meeting_id: str) -> None:
+        meeting = await meetings.view(self.ctx, self.actor, meeting_id)
+        org = await orgs.get(self.ctx, meeting["org_id"])
+        names = await meetings.member_names(self.ctx, meeting)
+        unmarked = sorted(((str(i), names.get(str(i), "")) for i in meeting.get("expected") or ()
+                           if str(i) not in (meeting.get("attendance") or {})), key=lambda p: p[1])
+        self.render("admin/meeting.html", meeting=meeting, org=org, types=MEETING_TYPES,
+                    status=meetings.display_status(meeting), status_label=meetings.status_label(meeting),
+                    leave=meetings.leave_requests(meeting, names), unmarked=unmarked,
+                    absent=meetings_model.absent_count(meeting), minutes_text=meetings.current_minutes(meeting),
+                    opens=meetings.checkin_opens_at(self.ctx, meeting), now=datetime.now(UTC),
+                    settings=self.ctx.settings.meetings)
+
+
+class MeetingActionHandler(AdminHandler):
+    """POST /admin/meetings/<id>/<action>: one small form each."""
+
+    @tornado.web.authenticated
+    async def post(self, meeting_id: str, action: str) -> None:
+        ctx, actor = self.ctx, self.actor
+        if action == "publish":
+            await meetings.publish(ctx, actor, meeting_id)
+        elif action in ("start", "finish"):
+            await getattr(meetings, action)(ctx, actor, meeting_id)
+        elif action == "cancel":
+            await meetings.cancel(ctx, actor, meeting_id, self.form("reason"))
+        elif action == "minutes":
+            await meetings.record_minutes(ctx, actor, meeting_id, self.form("text"))
+        elif action == "confirm-minutes":
+            await meetings.confirm_minutes(ctx, actor, meeting_id)
+        elif action == "amend-minutes":
+            await meetings.amend_minutes(ctx, actor, meeting_id, self.form("text"), self.form("reason"))
+        elif action == "leave":
+            await meetings.decide_leave(ctx, actor, meeting_id, self.form("member_id"),
+                                        self.form("decision") == "approve")
+        elif action == "checkin":
+            await checkin.manual_check_in(ctx, actor, meeting_id, self.form("member_id"))
+        elif action == "materials":
+            upload = (self.request.files.get("file") or [None])[0]
+            if upload is None:
+                raise InvalidInput("material_missing", "请选择要上传的文件")
+            await meetings.add_material(ctx, actor, meeting_id, upload["filename"], upload["body"])
+        else:
+            raise tornado.web.HTTPError(404)
+        self.redirect(f"/admin/meetings/{meeting_id}?msg=" + tornado.escape.url_escape(ACTIONS_DONE[action]))
+
+
+class MaterialHandler(AdminHandler):
+    @tornado.web.authenticated
+    async def get(self, meeting_id: str, file_id: str) -> None:
+        meeting = await meetings.view(self.ctx, self.actor, meeting_id)
+        entry, stream = await meetings.open_material(self.ctx, meeting, file_id)
+        await send_file(self, entry, stream)
+
+
+class MaterialDeleteHandler(AdminHandler):
+    @tornado.web.authenticated
+    async def post(self, meeting_id: str, file_id: str) -> None:
+        await meetings.remove_material(self.ctx, self.actor, meeting_id, file_id)
+        self.redirect(f"/admin/meetings/{meeting_id}?msg=" + tornado.escape.url_escape("材料已删除"))
+
+
+class QrHandler(AdminHandler):
+    """Codes to print: the official account's (drawn locally from its URL) and the mini-program's."""
+
+    @tornado.web.authenticated
+    async def get(self, meeting_id: str, which: str) -> None:
+        meeting = await meetings.view(self.ctx, self.actor, meeting_id)
+        self.actor.require("meeting.manage", meeting["org_ancestors"])
+        image = await (checkin.oa_qr_png if which == "oa" else checkin.mp_code_png)(self.ctx, meeting)
+        self.set_header("Content-Type", "image/png")
+        self.set_header("Content-Disposition", f'inline; filename="checkin-{which}-{meeting_id}.png"')
+        self.finish(image)
+
+
+def screen_state(ctx: Any, meeting: dict[str, Any]) -> dict[str, Any]:
+    """What the projector shows now: the code (as a PNG data URI) and when it changes."""
+    token = checkin.rotating_token(ctx, meeting["_id"])
+    png = base64.b64encode(checkin.png(token, box_size=12)).decode()
+    counts = meeting["counts"]
+    return {"token": token, "image": "data:image/png;base64," + png,
+            "refresh_in": checkin.seconds_left(ctx), "present": counts["present"],
+            "expected": meeting["expected_count"], "status": meetings.display_status(meeting)}
+
+
+class ScreenHandler(AdminHandler):
+    @tornado.web.authenticated
+    async def get(self, meeting_id: str, as_json: str | None) -> None:
+        meeting = await meetings.view(self.ctx, self.actor, meeting_id)
+        self.actor.require("meeting.manage", meeting["org_ancestors"])
+        state = screen_state(self.ctx, meeting)
+        if as_json:
+            self.finish(state)
+            return
+        self.render("admin/meeting_screen.html", meeting=meeting, state=state)
+
+
+class BoardHandler(AdminHandler):
+    @tornado.web.authenticated
+    async def get(self, meeting_id: str, as_json: str | None) -> None:
+        data = await meetings.board(self.ctx, self.actor, meeting_id)
+        if as_json:
+            self.finish(data)
+            return
+        self.render("admin/meeting_board.html", meeting_id=meeting_id, data=data)
+
+
+ROUTES = [
+    (rf"/admin/orgs/({ID})/meetings", CalendarHandler),
+    (rf"/admin/orgs/({ID})/meetings/new", MeetingNewHandler),
+    (rf"/admin/meetings/({ID})", MeetingHandler),
+    (rf"/admin/meetings/({ID})/edit", MeetingEditHandler),
+    (rf"/admin/meetings/({ID})/(publish|start|finish|cancel|minutes|confirm-minutes|amend-minutes|leave"
+     r"|checkin|materials)", MeetingActionHandler),
+    (rf"/admin/meetings/({ID})/materials/({ID})", MaterialHandler),
+    (rf"/admin/meetings/({ID})/materials/({ID})/delete", MaterialDeleteHandler),
+    (rf"/admin/meetings/({ID})/qr/(oa|mp)\.png", QrHandler),
+    (rf"/admin/meetings/({ID})/screen(\.json)?", ScreenHandler),
+    (rf"/admin/meetings/({ID})/board(\.json)?", BoardHandler),
+]

@@ -1,0 +1,143 @@
+"""The phone's meeting API over real HTTP: lists, details, materials, leave, check-in, online."""
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from tests.meetings_helpers import add_people, bind, build_town, live_meeting, planned_meeting, reload
+from wxbackend.services import checkin, meetings, mpsessions
+
+API = "/api/v1/meetings"
+
+
+@pytest.fixture
+async def town(ctx):
+    return await build_town(ctx)
+
+
+@pytest.fixture
+async def api(server_url):
+    async with httpx.AsyncClient(base_url=server_url, timeout=30) as client:
+        yield client
+
+
+async def phone(ctx, member, openid):
+    """A bearer header of a member bound in the mini-program."""
+    await bind(ctx, member, "mp", openid)
+    token = await mpsessions.open_session(ctx, openid=openid, unionid=None, session_key="k",
+                                          member_id=member["_id"])
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_member_lists_reads_and_downloads(ctx, town, api):
+    people = await add_people(ctx, town, 2)
+    me = await phone(ctx, people[0], "oMp1")
+    meeting = await live_meeting(ctx, town, online_link="https://meeting.example.org/j/1")
+    pdf = b"%PDF-1.4\n" + b"x" * 70_000
+    entry = await meetings.add_material(ctx, town.secretary, meeting["_id"], "学习 材料.pdf", pdf)
+    upcoming = await api.get(API, headers=me)
+    assert upcoming.status_code == 200, upcoming.text
+    item = upcoming.json()["items"][0]
+    assert item["id"] == str(meeting["_id"]) and item["status"] == "in_progress"
+    assert item["status_label"] == "进行中" and item["type_label"] == "主题党日"
+    detail = await api.get(f"{API}/{meeting['_id']}", headers=me)
+    body = detail.json()
+    assert body["can_check_in"] is True and body["counts"]["expected"] == 2
+    assert body["online_link"] == "https://meeting.example.org/j/1"
+    url = body["materials"][0]["url"]
+    assert url.endswith(str(entry["file_id"]))
+    download = await api.get(url, headers=me)
+    assert download.status_code == 200 and download.content == pdf
+    assert download.headers["content-type"] == "application/pdf"
+    assert "filename*=UTF-8''%E5%AD%A6" in download.headers["content-disposition"]
+    assert (await api.get(f"{API}?when=past", headers=me)).json()["items"] == []
+
+
+async def test_another_branch_cannot_read_a_meeting_or_its_materials(ctx, town, api):
+    await add_people(ctx, town, 1)
+    stranger = (await add_people(ctx, town, 1, other=True))[0]
+    them = await phone(ctx, stranger, "oMpStranger")
+    meeting = await live_meeting(ctx, town)
+    entry = await meetings.add_material(ctx, town.secretary, meeting["_id"], "a.txt", "内部材料".encode())
+    for url in (f"{API}/{meeting['_id']}", f"{API}/{meeting['_id']}/materials/{entry['file_id']}"):
+        answer = await api.get(url, headers=them)
+        assert answer.status_code == 403 and answer.json()["error"]["code"] == "out_of_scope", url
+    answer = await api.post(f"{API}/{meeting['_id']}/checkin", headers=them, json={})
+    assert answer.status_code == 403 and answer.json()["error"]["code"] == "out_of_scope"
+    assert (await api.get(API, headers=them)).json()["items"] == []
+    assert (await reload(ctx, meeting))["attendance"] == {}
+
+
+async def test_check_in_by_code_twice_and_by_retry(ctx, town, api):
+    people = await add_people(ctx, town, 1)
+    me = await phone(ctx, people[0], "oMp1")
+    meeting = await live_meeting(ctx, town)
+    url = f"{API}/{meeting['_id']}/checkin"
+    first = await api.post(url, headers={**me, "Idempotency-Key": "scan-7"}, json={"method": "mp_code"})
+    assert first.status_code == 200, first.text
+    assert first.json()["code"] == "checked_in" and first.json()["message"].startswith("签到成功")
+    retry = await api.post(url, headers={**me, "Idempotency-Key": "scan-7"}, json={"method": "mp_code"})
+    assert retry.json() == first.json()
+    again = await api.post(url, headers=me, json={"method": "mp_code", "nonce": "scan-8"})
+    assert again.json()["code"] == "already_checked_in" and again.json()["at"] == first.json()["at"]
+    assert again.json()["message"].startswith("已签到")
+    assert (await reload(ctx, meeting))["counts"]["present"] == 1
+
+
+async def test_rotating_code_through_the_api(ctx, town, api):
+    people = await add_people(ctx, town, 2)
+    me, other = await phone(ctx, people[0], "oMp1"), await phone(ctx, people[1], "oMp2")
+    meeting = await live_meeting(ctx, town)
+    url = f"{API}/{meeting['_id']}/checkin"
+    token = checkin.rotating_token(ctx, meeting["_id"])
+    ok = await api.post(url, headers=me, json={"method": "rotating", "token": token})
+    assert ok.json()["code"] == "checked_in" and ok.json()["how"] == "rotating"
+    old = checkin.rotating_token(ctx, meeting["_id"], datetime.now(UTC) - timedelta(minutes=5))
+    for bad, code in ((old, "checkin_token_expired"), (token[:-3] + "xyz", "checkin_token_invalid"),
+                      (None, "checkin_token_invalid")):
+        answer = await api.post(url, headers=other, json={"method": "rotating", "token": bad})
+        assert answer.status_code == 422 and answer.json()["error"]["code"] == code
+    assert (await reload(ctx, meeting))["counts"]["present"] == 1
+
+
+async def test_unbound_or_anonymous_users_are_refused(ctx, town, api):
+    await add_people(ctx, town, 1)
+    meeting = await live_meeting(ctx, town)
+    token = await mpsessions.open_session(ctx, openid="oNobody", unionid=None, session_key="k", member_id=None)
+    url = f"{API}/{meeting['_id']}/checkin"
+    answer = await api.post(url, headers={"Authorization": f"Bearer {token}"}, json={})
+    assert answer.status_code == 403 and answer.json()["error"]["code"] == "not_bound"
+    assert (await api.post(url, json={})).status_code == 401
+    assert (await reload(ctx, meeting))["attendance"] == {}
+
+
+async def test_leave_and_online_attendance(ctx, town, api):
+    people = await add_people(ctx, town, 2)
+    me, other = await phone(ctx, people[0], "oMp1"), await phone(ctx, people[1], "oMp2")
+    future = await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(days=1))
+    leave = await api.post(f"{API}/{future['_id']}/leave", headers=me, json={"reason": "出差"})
+    assert leave.status_code == 200 and leave.json()["status"] == "pending"
+    empty = await api.post(f"{API}/{future['_id']}/leave", headers=me, json={"reason": ""})
+    assert empty.status_code == 400
+    await meetings.decide_leave(ctx, town.secretary, future["_id"], people[0]["_id"], True)
+    listed = (await api.get(API, headers=me)).json()["items"]
+    assert listed[0]["my_state"] == "excused" and listed[0]["my_state_label"] == "请假（已批准）"
+    early = await api.post(f"{API}/{future['_id']}/online", headers=other)
+    assert early.status_code == 422 and early.json()["error"]["code"] == "meeting_not_in_progress"
+    live = await live_meeting(ctx, town, online_link="https://meeting.example.org/j/2")
+    joined = await api.post(f"{API}/{live['_id']}/online", headers=other)
+    assert joined.json()["recorded"] is True and joined.json()["online_link"].endswith("/j/2")
+    assert (await reload(ctx, live))["counts"]["online"] == 1
+
+
+async def test_past_meetings_page_by_cursor(ctx, town, api):
+    from tests.meetings_helpers import past_meeting
+
+    people = await add_people(ctx, town, 1)
+    me = await phone(ctx, people[0], "oMp1")
+    olds = [await past_meeting(ctx, town, days, people) for days in (3, 5, 9)]
+    first = (await api.get(f"{API}?when=past&limit=2", headers=me)).json()
+    assert [i["id"] for i in first["items"]] == [str(olds[0]["_id"]), str(olds[1]["_id"])]
+    second = (await api.get(f"{API}?when=past&limit=2&cursor={first['next_cursor']}", headers=me)).json()
+    assert [i["id"] for i in second["items"]] == [str(olds[2]["_id"])] and second["next_cursor"] is None

@@ -8,6 +8,7 @@ import tornado.web
 from bson import ObjectId
 
 from handlers.admin_base import SESSION_COOKIE, AdminHandler
+from handlers.admin_compliance import compliance_panel
 from models.enums import MEMBER_STATES, ORG_PARENT_TYPES
 from wxbackend.errors import DomainError, InvalidInput
 from wxbackend.services import admins, audit, members, orgs, orgtree
@@ -65,7 +66,8 @@ class OrgHandler(AdminHandler):
                     crumbs=await orgs.breadcrumbs(self.ctx, org),
                     members=[members.present(self.ctx, m) for m in direct if m["org_id"] == org["_id"]],
                     term_end=orgs.term_end(org), overdue=orgs.term_overdue(org),
-                    child_types=[t for t, parents in ORG_PARENT_TYPES.items() if org["type"] in parents])
+                    child_types=[t for t, parents in ORG_PARENT_TYPES.items() if org["type"] in parents],
+                    compliance=await compliance_panel(self.ctx, self.actor, org))
 
 
 class OrgActionHandler(AdminHandler):

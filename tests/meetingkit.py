@@ -83,7 +83,7 @@ def mark(status: str, how: str = "manual") -> dict[str, Any]:
 
 def build(org: dict[str, Any], meeting_type: str, day: date, expected: list[dict[str, Any]], *,
           status: str = "finished", present: list[dict[str, Any]] = (), online: list[dict[str, Any]] = (),
-          excused: list[dict[str, Any]] = (), title: str = "") -> dict[str, Any]:
+          excused: list[dict[str, Any]] = (), title: str = "", **fields: Any) -> dict[str, Any]:
     start = local_start(day)
     attendance = {str(m["_id"]): mark("present") for m in present}
     attendance.update({str(m["_id"]): mark("online", "online") for m in online})
@@ -93,7 +93,7 @@ def build(org: dict[str, Any], meeting_type: str, day: date, expected: list[dict
         {"user_id": None, "name": "书记"}, SHANGHAI, status=status,
         expected=[m["_id"] for m in expected], expected_count=len(expected), attendance=attendance,
         counts={"present": len(present), "online": len(online), "excused": len(excused)},
-        finished_at=datetime.now(UTC) if status == "finished" else None)
+        finished_at=datetime.now(UTC) if status == "finished" else None, **fields)
 
 
 async def held(ctx: AppContext, org: dict[str, Any], meeting_type: str, day: date,

@@ -180,3 +180,30 @@ async def test_the_phone_api_votes_once_and_shows_results_after_the_close(ctx, s
         seen = (await api.get(f"/api/v1/votes/{vote['_id']}", headers=bearer(token))).json()
         assert seen["status"] == "closed" and seen["results"] == [0, 1, 0]
     assert len(await ballots_of(ctx, vote)) == 1
+
+
+async def test_the_secretary_manages_votes_on_the_web(ctx, city, web):
+    from tests.conftest import ADMIN_PASSWORD
+
+    people = await add_members(ctx, city.branch_a1, 2)
+    meeting = await held(ctx, city.branch_a1, "branch_assembly", date.today(), people, present=people,
+                         status="in_progress")
+    page = f"/admin/meetings/{meeting['_id']}/votes"
+    await web.login("sec_a1", ADMIN_PASSWORD)
+    refused = await web.post_form(page, {"title": "只有一个选项", "options": "同意"})
+    assert refused.status_code == 400 and "选项应为2-20个" in refused.text
+    made = await web.post_form(page, {"title": "表决：党费使用", "options": "同意\n不同意\n", "anonymous": "1"})
+    assert made.status_code == 302
+    [vote] = await votes_model.of_meeting(ctx.db, meeting["_id"])
+    assert vote["options"] == ["同意", "不同意"] and vote["anonymous"] and not vote["multiple"]
+    await votes.cast(ctx, people[0], vote["_id"], [1])
+    shown = (await web.get(page)).text
+    assert "已投票 1 人" in shown and "表决结束后公布结果" in shown
+    for _ in range(2):
+        assert (await web.post_form(f"/admin/votes/{vote['_id']}/close")).status_code == 302
+    closed = (await web.get(page)).text
+    assert "<td>不同意</td><td>1</td>" in closed and "结束表决并公布结果" not in closed
+    assert [e["action"] for e in await audit_model.for_target(ctx.db, vote["_id"])] == ["vote.close", "vote.create"]
+    await web.login("west", ADMIN_PASSWORD)
+    assert (await web.get(page)).status_code == 403
+    assert (await web.post_form(f"/admin/votes/{vote['_id']}/close")).status_code == 403

@@ -19,7 +19,7 @@ from typing import Any
 
 from models.enums import MEMBER_STATES, PARTY_STATUSES
 from wxbackend.context import AppContext
-from wxbackend.services import binding, orgs
+from wxbackend.services import binding, checkin, meetings, orgs
 from wxbackend.wechat.router import Inbound, Reply, Text, router
 
 # Keys of the CLICK buttons of config/menu.json.
@@ -42,6 +42,7 @@ def bind_link(ctx: AppContext) -> str:
 def help_text(ctx: AppContext, member: dict[str, Any] | None) -> str:
     lines = ["您可以发送以下关键词：",
              "【我的支部】查看所在党支部和您的党员状态",
+             "【会议】查看近期组织生活会议",
              "【绑定】绑定党员身份",
              "【帮助】查看本说明",
              "也可以使用下方菜单。"]
@@ -96,6 +97,20 @@ async def on_my_branch(ctx: AppContext, msg: Inbound) -> Reply:
         return Text(f"您的党员档案状态为“{label}”，不再显示支部信息。如有疑问请联系原所在党支部。")
     org = await orgs.get(ctx, member["org_id"])
     return Text(branch_summary(member, org))
+
+
+@router.scene_prefix(checkin.SCENE_PREFIX)
+async def on_checkin_scan(ctx: AppContext, msg: Inbound) -> Reply:
+    # The meeting's QR code (SCAN, or subscribe with qrscene_): check in, say how it went.
+    return Text(await checkin.oa_scan(ctx, msg.openid, msg.scene or "", f"oa:{msg.create_time}"))
+
+
+@router.keyword("会议")
+async def on_meetings(ctx: AppContext, msg: Inbound) -> Reply:
+    member = await binding.member_for(ctx, "oa", msg.openid)
+    if member is None:
+        return Text(f"{NOT_BOUND}{bind_link(ctx)}")
+    return Text(await meetings.upcoming_text(ctx, member))
 
 
 def branch_summary(member: dict[str, Any], org: dict[str, Any]) -> str:

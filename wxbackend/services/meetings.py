@@ -746,3 +746,22 @@ def leave_requests(meeting: dict[str, Any], names: dict[str, str]) -> list[dict[
     rows = [{"member_id": mid, "name": names.get(mid, r.get("name", "")), **r}
             for mid, r in (meeting.get("leave") or {}).items()]
     return sorted(rows, key=lambda r: (r["status"] != "pending", r["at"]))
+
+
+async def upcoming_text(ctx: AppContext, member: dict[str, Any], limit: int = 5) -> str:
+    """The chat answer to 会议: the member's next meetings, their time, place and own state."""
+    if member.get("state", "active") != "active":
+        return "您的党籍状态不是“正常”，暂无组织生活安排。"
+    now = datetime.now(UTC)
+    rows = await member_meetings(ctx, member, "upcoming", limit=limit, now=now)
+    if not rows:
+        return "近期没有需要您参加的会议。"
+    lines = ["您近期的组织生活："]
+    for m in rows:
+        start = m["start"].astimezone(SHANGHAI)
+        state = {"present": "（已签到）", "online": "（线上参会）", "excused": "（已请假）",
+                 "leave_pending": "（请假待批）"}.get(member_state(m, member["_id"]) or "", "")
+        lines.append(f"· {start:%m月%d日 %H:%M} {MEETING_TYPES.get(m['type'], '')}：{m['title']}"
+                     f"，{m.get('place') or '线上'}{state}")
+    lines.append("到会后扫描会场签到码即可签到；请假请在小程序中提交。")
+    return "\n".join(lines)

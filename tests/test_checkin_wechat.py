@@ -5,7 +5,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.meetings_helpers import add_people, bind, build_town, live_meeting, planned_meeting, reload
+from tests.meetings_helpers import (
+    add_people,
+    bind,
+    build_town,
+    live_meeting,
+    planned_meeting,
+    reload,
+)
 from wxbackend.services import checkin, meetings
 
 

@@ -51,7 +51,22 @@ async def update_if(collection: AsyncCollection, doc_id: Any, expected: dict[str
 
 async def ensure_indexes(db: AsyncDatabase) -> None:
     # Importing the modules registers their indexes.
-    from models import audit, comments, compliance, meetings, members, orgs, users, votes  # noqa: F401
+    from models import (  # noqa: F401
+        audit,
+        comments,
+        compliance,
+        meetings,
+        members,
+        notices,
+        notifications,
+        notify_batches,
+        notify_grants,
+        notify_messages,
+        notify_stats,
+        orgs,
+        users,
+        votes,
+    )
 
     for name, indexes in INDEXES.items():
         if indexes:

@@ -336,7 +336,7 @@ async def _write(ctx: AppContext, actor: Actor, rows: list[_Row], result: Import
     changed = []
     for row in rows:
         (written.unchanged if _unchanged(ctx, row, current) else changed).append(row)
-    new_docs, updates = await asyncio.to_thread(_prepare, ctx, changed)
+    new_docs, updates = await asyncio.to_thread(_prepare, ctx, changed, current)
     try:
         await _insert(ctx, new_docs, written)
         await _update(ctx, updates, written)
@@ -383,8 +383,11 @@ def _unchanged(ctx: AppContext, row: _Row, current: dict[str, dict[str, Any]]) -
     return all(doc.get(name) == row.clean.get(name) for name in COMPARED)
 
 
-def _prepare(ctx: AppContext, rows: list[_Row]) -> tuple[list[tuple[_Row, dict[str, Any]]],
-                                                         list[tuple[_Row, dict[str, Any]]]]:
+Prepared = list[tuple[_Row, dict[str, Any]]]
+
+
+def _prepare(ctx: AppContext, rows: list[_Row],
+             current: dict[str, dict[str, Any]]) -> tuple[Prepared, Prepared]:
     """New documents and $set changes, encrypted (CPU only: runs in a thread)."""
     now = datetime.now(UTC)
     new_docs, updates = [], []
@@ -392,15 +395,26 @@ def _prepare(ctx: AppContext, rows: list[_Row]) -> tuple[list[tuple[_Row, dict[s
         assert row.org is not None
         if row.existing is None:
             new_docs.append((row, members.new_document(ctx, row.clean, row.org)))
-            continue
-        changes = {k: v for k, v in row.clean.items() if k not in ("id_card", "phone")}
-        changes.update(members.personal_fields(ctx, row.clean))
-        changes.update(org_id=row.org["_id"], org_ancestors=list(row.org["org_ancestors"]),
-                       updated_at=now)
-        if row.org["_id"] != row.existing["org_id"]:
-            changes["group_id"] = None  # 党小组 belong to the branch the member left
-        updates.append((row, changes))
+        else:
+            updates.append((row, _changes(ctx, row, current.get(row.bidx or ""), now)))
     return new_docs, updates
+
+
+def _changes(ctx: AppContext, row: _Row, stored: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
+    """The $set of a registered member: only what differs from ``stored`` (every field
+    when it is unknown). Each field written costs SecantusDB index work."""
+    assert row.org is not None and row.existing is not None
+    stored = stored or {}
+    changes = {k: v for k, v in row.clean.items()
+               if k not in ("id_card", "phone") and (k not in stored or stored[k] != v)}
+    personal = members.personal_fields(ctx, row.clean)
+    if "phone_bidx" not in stored or stored["phone_bidx"] != personal["phone_bidx"]:
+        changes.update(phone_enc=personal["phone_enc"], phone_bidx=personal["phone_bidx"])
+    if row.org["_id"] != row.existing["org_id"]:
+        changes.update(org_id=row.org["_id"], org_ancestors=list(row.org["org_ancestors"]),
+                       group_id=None)  # 党小组 belong to the branch the member left
+    changes["updated_at"] = now
+    return changes
 
 
 async def _insert(ctx: AppContext, items: list[tuple[_Row, dict[str, Any]]], written: _Written) -> None:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from wxbackend import worker as worker_command
 from wxbackend.errors import DomainError
 from wxbackend.logs import configure_logging
 from wxbackend.settings import ConfigError, Settings, load_settings
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("check-config", help="validate settings and print them (secrets hidden)",
                    description="Validate the settings and print the effective values.")
     wechat_commands.add_parsers(sub)  # sandbox, wechat menu push
+    worker_command.add_parser(sub)
     return parser
 
 
@@ -161,6 +163,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "check-config": cmd_check_config,
     "sandbox": wechat_commands.cmd_sandbox,
     "wechat": wechat_commands.cmd_wechat,
+    "worker": worker_command.cmd_worker,
 }
 
 

@@ -21,18 +21,19 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "city_admin": frozenset({
         "org.view", "org.edit", "org.structure", "member.view", "member.edit",
         "member.import", "member.unmask", "member.unbind", "audit.view", "admin.manage",
-        "meeting.view", "meeting.manage",
+        "meeting.view", "meeting.manage", "notice.send", "outbox.view", "outbox.retry",
     }),
     "committee_admin": frozenset({
         "org.view", "org.edit", "org.structure", "member.view", "member.edit",
         "member.import", "member.unmask", "member.unbind", "audit.view", "admin.manage",
-        "meeting.view", "meeting.manage",
+        "meeting.view", "meeting.manage", "notice.send", "outbox.view", "outbox.retry",
     }),
     "secretary": frozenset({
         "org.view", "org.edit", "member.view", "member.edit", "member.import",
         "member.unmask", "member.unbind", "meeting.view", "meeting.manage",
+        "notice.send", "outbox.view", "outbox.retry",
     }),
-    "auditor": frozenset({"org.view", "member.view", "audit.view", "meeting.view"}),
+    "auditor": frozenset({"org.view", "member.view", "audit.view", "meeting.view", "outbox.view"}),
 }
 
 

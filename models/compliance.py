@@ -74,16 +74,22 @@ async def get_many(db: AsyncDatabase, org_ids: Iterable[ObjectId],
     return {d["_id"]: d async for d in db[COLLECTION].find({"_id": {"$in": ids}}, fields)}
 
 
+def new_doc(org: dict[str, Any], month: str, quarter: str, required: dict[str, list[str]]) -> dict[str, Any]:
+    """An empty (non-compliant) document: what counting starts from."""
+    return {"_id": doc_id(org["_id"], month), "org_id": org["_id"],
+            "org_ancestors": list(org["org_ancestors"]), "month": month, "quarter": quarter,
+            "required": required, "counts": {}, "meetings": {}, "expected_sum": 0,
+            "attended_sum": 0, "excused_sum": 0, "rev": 0, "compliant": False}
+
+
 async def ensure(db: AsyncDatabase, org: dict[str, Any], month: str, quarter: str,
                  required: dict[str, list[str]]) -> None:
     """Create the (empty, non-compliant) document unless it exists."""
-    base = {"org_id": org["_id"], "org_ancestors": list(org["org_ancestors"]), "month": month,
-            "quarter": quarter, "required": required, "counts": {}, "meetings": {}, "expected_sum": 0,
-            "attended_sum": 0, "excused_sum": 0, "rev": 0, "compliant": False}
+    base = new_doc(org, month, quarter, required)
+    key = base.pop("_id")
     # A racing call may create it first (duplicate key): that is all we wanted.
     with contextlib.suppress(DuplicateKeyError):
-        await db[COLLECTION].update_one({"_id": doc_id(org["_id"], month)},
-                                        {"$setOnInsert": base}, upsert=True)
+        await db[COLLECTION].update_one({"_id": key}, {"$setOnInsert": base}, upsert=True)
 
 
 async def apply_once(db: AsyncDatabase, key: str, marker: str, present: bool,

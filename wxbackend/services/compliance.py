@@ -227,6 +227,42 @@ async def _settle(ctx: AppContext, key: str, org_ancestors: list[ObjectId], mont
             return
 
 
+# -- the same counting in memory (the seed's bulk load) ---------------------------------
+
+def count_in_memory(docs: dict[str, dict[str, Any]], rules: Rules, org: dict[str, Any],
+                    required: dict[str, list[str]], meeting: dict[str, Any]) -> None:
+    """Apply to documents held in ``docs`` (by ``_id``) exactly what :func:`meeting_finished`
+    writes, so that a bulk load equals a replay of every meeting finishing."""
+    share = contribution(meeting)
+    if share is None:
+        return
+    mid, kind = str(meeting["_id"]), meeting["type"]
+    for month, markers, counts in _roles(rules, kind, meeting["month"]):
+        key = model.doc_id(org["_id"], month)
+        doc = docs.get(key) or docs.setdefault(key, model.new_doc(org, month, quarter_of(month), required))
+        marked = doc.setdefault(markers, {})
+        if mid in marked:
+            continue
+        marked[mid] = share if markers == "meetings" else kind
+        doc["required"] = required
+        tally = doc.setdefault(counts, {})
+        tally[kind] = tally.get(kind, 0) + 1
+        doc["rev"] += 1
+        if markers == "meetings":
+            for name, value in zip(("expected_sum", "attended_sum", "excused_sum"), share[1:], strict=True):
+                doc[name] += value
+
+
+def settle_in_memory(docs: dict[str, dict[str, Any]]) -> Counter:
+    """Judge every document; the roll-up counts ``{(org_id, month): compliant branches}``."""
+    rollups: Counter = Counter()
+    for doc in docs.values():
+        doc["compliant"] = not missing_types(doc)
+        if doc["compliant"]:
+            rollups.update((o, doc["month"]) for o in doc["org_ancestors"][:-1])
+    return rollups
+
+
 async def rebuild_rollups(ctx: AppContext, month: str) -> dict[ObjectId, int]:
     """Recompute a month's roll-ups from its compliance documents (after a subtree
     moved, or to repair a crash between a flip and its roll-up)."""

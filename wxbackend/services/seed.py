@@ -688,6 +688,12 @@ async def _build(ctx: AppContext, scale: float, counts: dict[str, int], today: d
     users = await _demo_users(ctx, specs)
     await orgtree.invalidate(ctx)
     phases["users"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    from wxbackend.services import seed_history  # here: it builds on this module's loaders
+
+    history = await seed_history.seed_history(ctx, specs, today, progress)
+    progress(f"seed: {history.summary()}")
+    phases["history"] = time.perf_counter() - mark
     return SeedReport(
         scale=scale, orgs=dict(Counter(s.org_type for s in specs)), members=totals["all"],
         active_members=totals["active"], users=users, seconds=time.perf_counter() - started,

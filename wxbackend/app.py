@@ -33,6 +33,8 @@ ROUTE_MODULES = [
     "handlers.admin_compliance",
     "handlers.api.meetings",
     "handlers.admin_meetings",
+    "handlers.admin_notify",
+    "handlers.api.notifications",
 ]
 
 

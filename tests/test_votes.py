@@ -105,13 +105,13 @@ async def test_only_attendees_of_the_branch_vote(ctx, scene):
     assert await ballots_of(ctx, vote) == [] and (await votes_model.get(ctx.db, vote["_id"]))["ballots"] == 0
 
 
-@pytest.mark.parametrize("choices", [[], [3], [-1], [0, 1], [0, 0], [True]])
-async def test_bad_choices_are_refused_and_nothing_is_stored(ctx, scene, choices):
+async def test_bad_choices_are_refused_and_nothing_is_stored(ctx, scene):
     city, people, _, meeting = scene
     vote = await new_vote(ctx, city, meeting)
-    with pytest.raises(InvalidInput) as refused:
-        await votes.cast(ctx, people[0], vote["_id"], choices)
-    assert refused.value.code == "bad_choices"
+    for choices in ([], [3], [-1], [0, 1], [0, 0], [True]):
+        with pytest.raises(InvalidInput) as refused:
+            await votes.cast(ctx, people[0], vote["_id"], choices)
+        assert refused.value.code == "bad_choices", choices
     assert await ballots_of(ctx, vote) == [] and (await votes_model.get(ctx.db, vote["_id"]))["ballots"] == 0
 
 

@@ -197,3 +197,23 @@ async def test_unbind_needs_the_permission_in_scope(ctx, city):
     with pytest.raises(DomainError) as caught:
         await binding.unbind(ctx, actor_of(city, "east"), member["_id"], "mp")
     assert caught.value.code == "not_bound"
+
+
+async def test_identity_cache_sees_binds_and_unbinds_of_other_processes(ctx, city, servers):
+    from wxbackend.context import AppContext
+
+    _, raw = await new_member(ctx, city)
+    other = await AppContext.connect(ctx.settings, servers.mongodb_uri, servers.redis_url,
+                                     database=ctx.db.name)  # another server process
+    try:
+        assert await binding.identity_for(other, "oa", "o-1") is None  # cached: unbound
+        await binding.bind(ctx, "oa", "o-1", None, raw["name"], raw["id_card"], raw["phone"], IP)
+        assert (await binding.identity_for(ctx, "oa", "o-1"))["name"] == raw["name"]  # at once here
+        await asyncio.sleep(binding.IDENTITY_RECHECK + 0.1)
+        seen = await binding.identity_for(other, "oa", "o-1")  # within a second elsewhere
+        assert seen["name"] == raw["name"] and "id_card_enc" not in seen and "phone_enc" not in seen
+        await binding.unbind(ctx, actor_of(city, "sec_a1"), seen["_id"], "oa")
+        await asyncio.sleep(binding.IDENTITY_RECHECK + 0.1)
+        assert await binding.identity_for(other, "oa", "o-1") is None
+    finally:
+        await other.close()

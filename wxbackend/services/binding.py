@@ -26,14 +26,26 @@ Rules:
 
 The follow state of the official account lives here too: a bound member's on
 the member document, an unbound follower's in ``wechat_followers``.
+
+:func:`identity_for` answers "who is this openid" for every chat message
+without a database read: a per-process cache of slim member records, dropped
+by every process within a second of any bind or unbind (a generation number
+in Redis, as the organisation tree snapshot does), and entries live at most
+``IDENTITY_TTL`` seconds so that other edits of a member (state, name) show
+within a minute.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import redis.exceptions
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
@@ -46,10 +58,21 @@ from wxbackend.idcard import parse_id_card
 from wxbackend.services import audit, members, mpsessions
 from wxbackend.services.access import Actor
 
+log = logging.getLogger(__name__)
+
 CHANNELS = {"oa": "oa_openid", "mp": "mp_openid"}
 CHANNEL_LABELS = {"oa": "公众号", "mp": "小程序"}
 FAIL_KEY = "wx:bind:fail:{channel}:{openid}"
 PHONE = re.compile(r"^1[3-9]\d{9}$")
+IDENTITY_GENERATION = "wx:bind:generation"
+# How long a process trusts its identity cache without asking Redis, how long an
+# entry lives at most, and how many entries a process keeps (seconds, seconds, count).
+IDENTITY_RECHECK = 1.0
+IDENTITY_TTL = 60.0
+IDENTITY_MAX = 50_000
+# What chat replies need of a member; the cache holds no personal data.
+IDENTITY_FIELDS = ("_id", "name", "state", "party_status", "org_id", "org_ancestors",
+                   "oa_openid", "mp_openid")
 MISMATCH = "姓名、身份证号码或手机号码与党员档案不一致（档案中登记了手机号码的，须填写该号码）"
 
 
@@ -198,6 +221,7 @@ async def _link(ctx: AppContext, channel: str, member: dict[str, Any], openid: s
         ) or updated
     if follower is not None:
         await followers_model.forget(ctx.db, openid)
+    await _identities_changed(ctx)
     return updated
 
 
@@ -223,6 +247,7 @@ async def unbind(ctx: AppContext, actor: Actor, member_id: str | ObjectId, chann
         {"$unset": {"unionid": ""}})
     if channel == "mp":
         await mpsessions.revoke_member(ctx, member["_id"])
+    await _identities_changed(ctx)
     if channel == "oa" and member.get("oa_following"):
         # Still a follower, no longer a bound one.
         await followers_model.followed(ctx.db, openid, member.get("oa_followed_at") or now, None)
@@ -234,7 +259,62 @@ async def unbind(ctx: AppContext, actor: Actor, member_id: str | ObjectId, chann
 # -- who is this openid, and does it follow us --------------------------------------
 
 async def member_for(ctx: AppContext, channel: str, openid: str) -> dict[str, Any] | None:
+    """The full member document bound to ``openid`` (a database read)."""
     return await members_model.by_openid(ctx.db, openid_field(channel), openid)
+
+
+@dataclass
+class _Identities:
+    generation: bytes | None
+    checked_at: float
+    entries: OrderedDict[tuple[str, str], tuple[float, dict[str, Any] | None]] = field(
+        default_factory=OrderedDict)
+
+
+async def identity_for(ctx: AppContext, channel: str, openid: str) -> dict[str, Any] | None:
+    """The member bound to ``openid`` (fields :data:`IDENTITY_FIELDS`), or None; cached."""
+    cache = await _identities(ctx)
+    key = (channel, openid)
+    now = time.monotonic()
+    hit = cache.entries.get(key) if cache else None
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    member = await member_for(ctx, channel, openid)
+    slim = {k: member[k] for k in IDENTITY_FIELDS if k in member} if member else None
+    if cache is not None:
+        cache.entries[key] = (now + IDENTITY_TTL, slim)
+        cache.entries.move_to_end(key)
+        while len(cache.entries) > IDENTITY_MAX:
+            cache.entries.popitem(last=False)
+    return slim
+
+
+async def _identities(ctx: AppContext) -> _Identities | None:
+    """This process's cache, emptied when another process bound or unbound someone."""
+    cache: _Identities | None = ctx.caches.get("binding.identities")
+    now = time.monotonic()
+    if cache is not None and now - cache.checked_at < IDENTITY_RECHECK:
+        return cache
+    if cache is not None:
+        cache.checked_at = now  # one request asks Redis; the others meanwhile use the cache
+    try:
+        generation = await ctx.redis.get(IDENTITY_GENERATION)
+    except (redis.exceptions.RedisError, OSError) as exc:
+        # Without Redis nobody could tell us about binds elsewhere: read the database.
+        log.warning("identity cache bypassed: redis %s", exc.__class__.__name__)
+        return None
+    # Re-read after the await: a concurrent request may have replaced the cache already.
+    cache = ctx.caches.get("binding.identities")
+    if cache is None or cache.generation != generation:
+        cache = _Identities(generation, now)
+        ctx.caches["binding.identities"] = cache
+    cache.checked_at = now
+    return cache
+
+
+async def _identities_changed(ctx: AppContext) -> None:
+    ctx.caches.pop("binding.identities", None)
+    await ctx.redis.incr(IDENTITY_GENERATION)
 
 
 async def record_follow(ctx: AppContext, openid: str, scene: str | None) -> dict[str, Any] | None:

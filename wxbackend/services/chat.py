@@ -73,14 +73,14 @@ async def on_unsubscribe(ctx: AppContext, msg: Inbound) -> None:
 @router.fallback_menu
 async def on_help(ctx: AppContext, msg: Inbound) -> Reply:
     # Also a QR code whose scene no capability claims: say what we do rather than nothing.
-    member = await binding.member_for(ctx, "oa", msg.openid)
+    member = await binding.identity_for(ctx, "oa", msg.openid)
     return Text(help_text(ctx, member))
 
 
 @router.keyword("绑定")
 @router.menu_key(MENU_BIND)
 async def on_bind(ctx: AppContext, msg: Inbound) -> Reply:
-    member = await binding.member_for(ctx, "oa", msg.openid)
+    member = await binding.identity_for(ctx, "oa", msg.openid)
     if member is None:
         return Text(f"请用本人姓名和身份证号码完成绑定：{bind_link(ctx)}")
     return Text(f"您已绑定为{member['name']}。如需更换绑定，请联系支部书记解除后重新绑定。")
@@ -89,7 +89,7 @@ async def on_bind(ctx: AppContext, msg: Inbound) -> Reply:
 @router.keyword("我的支部")
 @router.menu_key(MENU_MY_BRANCH)
 async def on_my_branch(ctx: AppContext, msg: Inbound) -> Reply:
-    member = await binding.member_for(ctx, "oa", msg.openid)
+    member = await binding.identity_for(ctx, "oa", msg.openid)
     if member is None:
         return Text(f"{NOT_BOUND}{bind_link(ctx)}")
     if member["state"] != "active":
@@ -126,7 +126,7 @@ def branch_summary(member: dict[str, Any], org: dict[str, Any]) -> str:
 
 async def _help_for_media(ctx: AppContext, msg: Inbound) -> Reply:
     # Pictures, voice, locations ... are not understood yet: say what is.
-    member = await binding.member_for(ctx, "oa", msg.openid)
+    member = await binding.identity_for(ctx, "oa", msg.openid)
     return Text("暂时无法识别这类消息。\n" + help_text(ctx, member))
 
 

@@ -51,6 +51,9 @@ async def drain(ctx: AppContext, seconds: float = 10.0) -> None:
         await asyncio.wait(tasks, timeout=seconds)
         if any(not t.done() for t in tasks):
             return
+    pipe = ctx.caches.get("wechat.autopipe")
+    if pipe is not None:
+        await pipe.flush()  # the last replies' dedup records
 
 
 async def send_late_reply(ctx: AppContext, openid: str, work: asyncio.Future[Reply | None]) -> None:

@@ -129,7 +129,7 @@ async def answer(ctx: AppContext, msg: Inbound) -> str | None:
             "msg_type": msg.msg_type, "event": msg.event or None, "openid": msg.openid}})
         return None
     key = dedup_key(msg)
-    dedup = Dedup(ctx.redis, ctx.settings.wechat.dedup_ttl_seconds)
+    dedup = Dedup(ctx)
     state, stored = await dedup.claim(key)
     if state is Claim.DONE:
         return stored
@@ -139,20 +139,42 @@ async def answer(ctx: AppContext, msg: Inbound) -> str | None:
     reply = await _within_budget(ctx, msg)
     reply_xml = reply.render(msg) if reply is not None else None
     if state is Claim.NEW:
-        await dedup.store(key, reply_xml)
+        dedup.store(key, reply_xml)
     return reply_xml
 
 
 async def _within_budget(ctx: AppContext, msg: Inbound) -> Reply | None:
-    work = asyncio.ensure_future(_dispatch(ctx, msg))
+    work = asyncio.get_running_loop().create_task(_dispatch(ctx, msg))
+    if await _done_within(work, ctx.settings.wechat.callback_budget_seconds):
+        return work.result()
+    log.warning("chat handler over budget: answered success, reply follows as a "
+                "customer-service message", extra={"fields": {
+                    "msg_type": msg.msg_type, "event": msg.event or None}})
+    background.spawn(ctx, background.send_late_reply(ctx, msg.openid, work), "late reply")
+    return None
+
+
+async def _done_within(work: asyncio.Task[Reply | None], seconds: float) -> bool:
+    """Wait for ``work`` at most ``seconds`` without cancelling it.
+
+    What ``wait_for(shield(work))`` does, without its extra future and
+    cancellation plumbing: this runs for every message.
+    """
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(*_: object) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    timer = loop.call_later(seconds, wake)
+    work.add_done_callback(wake)
     try:
-        return await asyncio.wait_for(asyncio.shield(work), ctx.settings.wechat.callback_budget_seconds)
-    except TimeoutError:
-        log.warning("chat handler over budget: answered success, reply follows as a "
-                    "customer-service message", extra={"fields": {
-                        "msg_type": msg.msg_type, "event": msg.event or None}})
-        background.spawn(ctx, background.send_late_reply(ctx, msg.openid, work), "late reply")
-        return None
+        await waiter
+    finally:
+        timer.cancel()
+        work.remove_done_callback(wake)
+    return work.done()
 
 
 async def _dispatch(ctx: AppContext, msg: Inbound) -> Reply | None:

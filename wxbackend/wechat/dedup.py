@@ -7,11 +7,11 @@ under the same key, so a retry gets the same reply and never runs the effects
 again. A delivery that finds the claim still pending waits briefly for the
 stored answer, else answers ``success``::
 
-    dedup = Dedup(ctx.redis, ttl=600)
+    dedup = Dedup(ctx)
     state, stored = await dedup.claim(key)
     if state is Claim.NEW:
         ... run effects, build reply_xml ...
-        await dedup.store(key, reply_xml)      # None: "answered success"
+        dedup.store(key, reply_xml)            # None: "answered success"
     elif state is Claim.DONE:
         reply_xml = stored                     # None: answer success
     elif state is Claim.PENDING:
@@ -19,6 +19,8 @@ stored answer, else answers ``success``::
 
 With Redis down, ``claim`` answers ``Claim.UNAVAILABLE``: the message is
 processed without dedup (a retry may then run twice) and the outage is logged.
+The claims and stores of concurrent callbacks share Redis round trips
+(:mod:`wxbackend.wechat.autopipe`).
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ import hashlib
 import logging
 import time
 
-import redis.asyncio as aioredis
 import redis.exceptions
 
 from wxbackend import metrics
+from wxbackend.context import AppContext
+from wxbackend.wechat.autopipe import AutoPipeline
 from wxbackend.wechat.router import Inbound
 
 log = logging.getLogger("wxbackend.wechat.dedup")
@@ -73,30 +76,35 @@ def _decode(value: bytes | None) -> tuple[bool, str | None]:
 
 
 class Dedup:
-    def __init__(self, redis: aioredis.Redis, ttl: int) -> None:
-        self.redis = redis
-        self.ttl = ttl
+    def __init__(self, ctx: AppContext) -> None:
+        self.redis = ctx.redis
+        self.pipe = AutoPipeline.of(ctx)
+        self.ttl = ctx.settings.wechat.dedup_ttl_seconds
 
     async def claim(self, key: str) -> tuple[Claim, str | None]:
         """Claim ``key`` or report what an earlier delivery left there."""
         try:
-            won = await asyncio.wait_for(
-                self.redis.set(key, _PENDING, nx=True, ex=self.ttl), REDIS_TIMEOUT)
-            if won:
-                return Claim.NEW, None
-            answered, reply = _decode(await asyncio.wait_for(self.redis.get(key), REDIS_TIMEOUT))
+            async with asyncio.timeout(REDIS_TIMEOUT):
+                (won,) = await self.pipe.run(("set", (key, _PENDING), {"nx": True, "ex": self.ttl}))
+                if won:
+                    return Claim.NEW, None
+                # Taken: a retry or a concurrent delivery (rare), so a second round trip.
+                (value,) = await self.pipe.run(("get", (key,), {}))
+            answered, reply = _decode(value)
         except REDIS_ERRORS as exc:
             self._degraded("claim", exc)
             return Claim.UNAVAILABLE, None
         return (Claim.DONE, reply) if answered else (Claim.PENDING, None)
 
-    async def store(self, key: str, reply_xml: str | None) -> None:
-        """Remember the answer (plaintext XML, or None for "success")."""
+    def store(self, key: str, reply_xml: str | None) -> None:
+        """Remember the answer (plaintext XML, or None for "success").
+
+        Not awaited: it goes out with the next batch while the answer is sent,
+        long before WeChat's first retry (5 s); a concurrent delivery waits
+        for it in :meth:`wait`. A failure is logged by the pipeline.
+        """
         value = _REPLY + reply_xml.encode() if reply_xml is not None else _NO_REPLY
-        try:
-            await asyncio.wait_for(self.redis.set(key, value, ex=self.ttl), REDIS_TIMEOUT)
-        except REDIS_ERRORS as exc:
-            self._degraded("store", exc)
+        self.pipe.send(("set", (key, value), {"ex": self.ttl}))
 
     async def wait(self, key: str, seconds: float) -> str | None:
         """The answer of the delivery that holds the claim, or None after ``seconds``."""
@@ -104,7 +112,8 @@ class Dedup:
         while time.monotonic() < deadline:
             await asyncio.sleep(POLL_SECONDS)
             try:
-                value = await asyncio.wait_for(self.redis.get(key), REDIS_TIMEOUT)
+                async with asyncio.timeout(REDIS_TIMEOUT):
+                    value = await self.redis.get(key)
             except REDIS_ERRORS as exc:
                 self._degraded("wait", exc)
                 return None

@@ -15,7 +15,8 @@ from models import ensure_indexes
 from models import members as members_model
 from models import orgs as orgs_model
 from models.enums import ORG_PARENT_TYPES, term_years_for
-from tests.conftest import City
+from tests.conftest import City, actor_of
+from tests.factories import member_fields
 from tests.webclient import WebClient
 from wxbackend.context import AppContext
 from wxbackend.errors import DomainError
@@ -290,3 +291,20 @@ async def city_admin_lists_a_district(web: WebClient, found: dict[ObjectId, dict
     assert page.status_code == 200, page.text
     assert page.text.count('href="/admin/members/') == members.PAGE_SIZE
     assert "下一页" in page.text
+
+
+async def test_member_pages_list_everyone_when_a_page_ends_among_namesakes(ctx, city: City):
+    """A page boundary on the third of five namesakes must not end the organisation's
+    list early (the next page's ``name >= cursor name`` also matches the first two)."""
+    branch = city.branch_a1
+    names = [f"A{i:02d}" for i in range(47)] + ["M"] * 5 + [f"Z{i:02d}" for i in range(60)]
+    docs = [members.new_document(ctx, members.validate_fields(member_fields(n))[0], branch)
+            for n in names]
+    await members_model.insert_many(ctx.db, docs)
+    listed, cursor = [], None
+    while True:
+        rows, cursor = await members.page(ctx, actor_of(city, "city"), branch["_id"], cursor)
+        listed.extend(r["_id"] for r in rows)
+        if not cursor:
+            break
+    assert sorted(listed) == sorted(d["_id"] for d in docs)

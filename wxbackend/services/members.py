@@ -336,8 +336,7 @@ async def page(ctx: AppContext, actor: Actor, scope_id: ObjectId, cursor: str | 
         if after_org not in position:
             raise InvalidInput("bad_cursor", "分页参数无效")
         i = position[after_org]
-        found = await members_model.in_org_after(ctx.db, after_org, after_name, limit + 2)
-        rows.extend(r for r in found if (r["name"], r["_id"]) > (after_name, after_id))
+        rows.extend(await _after_cursor(ctx, after_org, after_name, after_id, limit))
         i += 1
     while i < len(nodes) and len(rows) <= limit:
         batch, wanted = [], limit + 1 - len(rows)
@@ -350,6 +349,20 @@ async def page(ctx: AppContext, actor: Actor, scope_id: ObjectId, cursor: str | 
         rows.extend(found)
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return rows[:limit], next_cursor
+
+
+async def _after_cursor(ctx: AppContext, org_id: ObjectId, name: str, member_id: ObjectId,
+                        limit: int) -> list[dict[str, Any]]:
+    """Members of one organisation after the cursor row: more than ``limit`` while that
+    many remain. Namesakes at or before the cursor row also match ``name >= name``, so
+    the window widens past them instead of leaving the organisation early."""
+    want = limit + 2
+    while True:
+        found = await members_model.in_org_after(ctx.db, org_id, name, want)
+        rest = [r for r in found if (r["name"], r["_id"]) > (name, member_id)]
+        if len(found) < want or len(rest) > limit:
+            return rest
+        want += len(found) - len(rest)
 
 
 async def search(ctx: AppContext, actor: Actor, scope_id: ObjectId, query: str,

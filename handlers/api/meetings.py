@@ -242,9 +242,8 @@ class CheckinHandler(ApiHandler):
               "同一次扫码请带同一 nonce（或 Idempotency-Key 请求头）：重发得到同一答复，只记一次签到。"
               "已签到的再次签到答复 already_checked_in 和首次签到时间。")
     async def post(self, meeting_id: str, body: CheckinRequest) -> CheckinView:
-        member = await mpauth.current_member(self.ctx, self.session)
-        result = await checkin.check_in_member(self.ctx, meeting_id, member, body.method,
-                                               token=body.token, nonce=self._nonce(body))
+        result = await checkin.check_in_session(self.ctx, self.session, meeting_id, body.method,
+                                                token=body.token, nonce=self._nonce(body))
         return CheckinView(code=result.code, message=result.message, at=iso(result.at), how=result.how,
                            how_label=checkin.HOW_LABELS[result.how],
                            meeting=MeetingRef(id=str(result.meeting_id), title=result.title))

@@ -11,10 +11,12 @@ The ways in, each recorded as ``how`` on the mark:
   derived from ``security.secret_key`` by HKDF), so a photo sent home stops working;
 - ``manual``: the secretary marks someone present (audited).
 
-Every way ends in :func:`check_in`, whose write is one conditional
+Every way ends in :func:`check_in`, whose write is a conditional
 ``update_one``: the filter carries "no mark yet", the open statuses and the
 start and end the rules were checked against, so retries, racing scans and a
-meeting cancelled or moved meanwhile change nothing. As pretix's redeem with a
+meeting cancelled or moved meanwhile change nothing. Scans arriving together
+share one such write (:mod:`wxbackend.services.checkin_batch`): a hall of
+members scanning at once is a few writes, not one per member. As pretix's redeem with a
 nonce: the same scan sent twice (same nonce) gets the same answer::
 
     result = await check_in(ctx, meeting_id, member, "mp_code", nonce="a1b2")
@@ -48,8 +50,15 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from models import meetings as meetings_model
 from models import members as members_model
 from wxbackend.context import AppContext
-from wxbackend.errors import DomainError, Forbidden, InvalidInput, NotFound, Unavailable
-from wxbackend.services import audit
+from wxbackend.errors import (
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
+from wxbackend.services import audit, checkin_batch, mpsessions
 from wxbackend.services.access import Actor
 from wxbackend.wechat.errors import WeChatError
 
@@ -99,20 +108,39 @@ def parse_meeting_id(raw: str | ObjectId) -> ObjectId:
 # -- the rules ----------------------------------------------------------------------
 
 async def _header(ctx: AppContext, meeting_id: ObjectId, fresh: bool = False) -> dict[str, Any]:
-    """The fields the rules need, cached briefly: a 1,000-member meeting is one big document."""
+    """The fields the rules need, cached briefly: a 1,000-member meeting is one big document.
+
+    One read serves every scan that needs it at the same moment (a cache
+    that expires under a hall of scanners must not send them all to MongoDB).
+    """
     cache: dict[ObjectId, tuple[float, dict[str, Any]]] = ctx.caches.setdefault("checkin.headers", {})
-    now = time.monotonic()
     hit = cache.get(meeting_id)
-    if hit is not None and hit[0] > now and not fresh:
+    if hit is not None and hit[0] > time.monotonic() and not fresh:
         return hit[1]
-    doc = await meetings_model.get(ctx.db, meeting_id, HEADER_FIELDS)
+    doc = await _header_loader(ctx).get(meeting_id)
     if doc is None:
         raise NotFound("meeting_not_found", "会议不存在")
-    doc["expected_set"] = frozenset(doc.get("expected") or ())
-    if len(cache) > 1000:
-        cache.clear()
-    cache[meeting_id] = (now + HEADER_TTL, doc)
     return doc
+
+
+def _header_loader(ctx: AppContext) -> checkin_batch.Coalescer:
+    loader = ctx.caches.get("checkin.header_loader")
+    if loader is None:
+        async def fetch(ids: list[Any]) -> dict[Any, Any]:
+            cache = ctx.caches.setdefault("checkin.headers", {})
+            if len(cache) > 1000:
+                cache.clear()
+            found = {}
+            for meeting_id in ids:  # almost always one: the meeting being scanned into
+                doc = await meetings_model.get(ctx.db, meeting_id, HEADER_FIELDS)
+                if doc is not None:
+                    doc["expected_set"] = frozenset(doc.get("expected") or ())
+                    cache[meeting_id] = (time.monotonic() + HEADER_TTL, doc)
+                    found[meeting_id] = doc
+            return found
+
+        loader = ctx.caches["checkin.header_loader"] = checkin_batch.Coalescer(fetch)
+    return loader
 
 
 def forget(ctx: AppContext, meeting_id: ObjectId) -> None:
@@ -161,23 +189,14 @@ async def check_in(ctx: AppContext, meeting_id: ObjectId, member: dict[str, Any]
             mark["nonce"] = nonce
         if by is not None:
             mark["by"] = by.name
-        if await _write_mark(ctx, meeting, member["_id"], mark):
-            return CheckinResult("checked_in", meeting_id, meeting["title"], now, how)
-        existing = await _existing_mark(ctx, meeting_id, member["_id"])
-        if existing is not None:
-            return await _answer_existing(ctx, meeting, member["_id"], existing, mark, nonce)
-        # No mark, yet no match: status, start or end changed under us; judge again, afresh.
+        outcome = await checkin_batch.writer_for(ctx, meeting).submit(member["_id"], mark)
+        if outcome is not None:
+            written, stored = outcome
+            if written == "new":
+                return CheckinResult("checked_in", meeting_id, meeting["title"], now, how)
+            return await _answer_existing(ctx, meeting, member["_id"], stored, mark, nonce)
+        # Status, start or end changed under us: judge again, afresh.
     raise DomainError("checkin_retry", "会议信息刚刚变更，请重新扫码签到")
-
-
-async def _write_mark(ctx: AppContext, meeting: dict[str, Any], member_id: ObjectId,
-                      mark: dict[str, Any]) -> bool:
-    key = f"attendance.{member_id}"
-    return await meetings_model.update_one_if(
-        ctx.db, meeting["_id"],
-        {"status": {"$in": list(meetings_model.OPEN_STATUSES)}, "start": meeting["start"],
-         "end": meeting["end"], key: {"$exists": False}},
-        {"$set": {key: mark}, "$inc": {"counts.present": 1}})
 
 
 async def _existing_mark(ctx: AppContext, meeting_id: ObjectId,
@@ -225,6 +244,34 @@ async def check_in_member(ctx: AppContext, meeting_id: str | ObjectId, member: d
     elif how != "mp_code":
         raise InvalidInput("checkin_method_invalid", "签到方式无效")
     return await check_in(ctx, meeting_id, member, how, nonce=nonce, now=now)
+
+
+# What the rules need of a member; loaded for many concurrent scans at once.
+MEMBER_FIELDS = {"name": 1, "state": 1, "org_id": 1, "mp_openid": 1, "oa_openid": 1}
+
+
+def _member_loader(ctx: AppContext) -> checkin_batch.Coalescer:
+    loader = ctx.caches.get("checkin.members")
+    if loader is None:
+        async def fetch(ids: list[Any]) -> dict[Any, Any]:
+            return {m["_id"]: m for m in await members_model.by_ids(ctx.db, ids, MEMBER_FIELDS)}
+
+        loader = ctx.caches["checkin.members"] = checkin_batch.Coalescer(fetch)
+    return loader
+
+
+async def check_in_session(ctx: AppContext, session: Any, meeting_id: str | ObjectId, how: str, *,
+                           token: str | None = None, nonce: str | None = None) -> CheckinResult:
+    """The mini-program's check-in for a bound session (``mpsessions.MemberSession``).
+
+    The member is read fresh, but together with the other scans of the moment
+    (one query for all), and must still be bound to the session's openid.
+    """
+    member = await _member_loader(ctx).get(session.member_id) if session.member_id else None
+    if member is None or member.get("mp_openid") != session.openid:
+        await mpsessions.revoke(ctx, session)
+        raise Unauthorized("token_invalid", "登录已失效，请重新登录")
+    return await check_in_member(ctx, meeting_id, member, how, token=token, nonce=nonce)
 
 
 async def manual_check_in(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId,

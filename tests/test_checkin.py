@@ -153,3 +153,20 @@ async def test_a_meeting_moved_meanwhile_is_judged_again(ctx, town):
                                      {"$set": {"start": later, "end": later + timedelta(hours=1)}})
     await refused(checkin.check_in_member(ctx, meeting["_id"], people[0], "mp_code"), "checkin_window_closed")
     assert (await reload(ctx, meeting))["attendance"] == {}
+
+
+async def test_a_crowd_scanning_at_once_is_counted_exactly(ctx, town):
+    people = await add_people(ctx, town, 30)
+    meeting = await live_meeting(ctx, town)
+    for member in people[:10]:      # already in before the crowd arrives
+        await checkin.check_in_member(ctx, meeting["_id"], member, "mp_code")
+    crowd = [checkin.check_in_member(ctx, meeting["_id"], m, "mp_code", nonce=f"c{i}")
+             for i, m in enumerate(people)]
+    crowd += [checkin.check_in_member(ctx, meeting["_id"], people[-1], "mp_code", nonce="twice")]
+    results = await asyncio.gather(*crowd)
+    codes = [r.code for r in results]
+    assert codes.count("checked_in") == 20 and codes.count("already_checked_in") == 11
+    stored = await reload(ctx, meeting)
+    assert stored["counts"]["present"] == 30 and len(stored["attendance"]) == 30
+    writers = ctx.caches["checkin.writers"]
+    assert len(writers) == 1     # one meeting, one queue: the crowd shared few writes

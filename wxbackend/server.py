@@ -16,7 +16,7 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
     from wxbackend.cli import install_signal_handlers
 
     async with open_runtime(settings, owner=True) as rt:
-        sandbox = None
+        sandbox = demo_worker = None
         if demo:
             from wxbackend.services import seed
             from wxbackend.wechat.sandbox import start_for_demo
@@ -25,6 +25,9 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
             print(f"demo admin: {login.username} / {login.password}  ({login.note})", flush=True)
             # Before make_app: it points settings.wechat's base URLs at itself.
             sandbox = start_for_demo(settings)
+            from wxbackend.services import notify_demo
+
+            demo_worker = await notify_demo.start(rt.ctx, settings)  # sample outbox + a worker
         app = make_app(rt.ctx)
         server = app.listen(settings.http.port, settings.http.host, xheaders=settings.http.xheaders,
                             max_body_size=settings.http.max_body_bytes)
@@ -35,5 +38,7 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
         log.info("shutting down")
         server.stop()
         await server.close_all_connections()
+        if demo_worker is not None:
+            await demo_worker.stop()
         if sandbox is not None:
             sandbox.stop()

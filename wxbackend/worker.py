@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # the CLI imports this module; arq and the services load when
     from wxbackend.context import AppContext
 
 log = logging.getLogger("wxbackend.worker")
+# How long ``serve --demo`` waits for its worker to stop (above [jobs] stop_grace_seconds).
+STOP_SECONDS = 25.0
 
 
 def add_parser(sub: Any) -> None:
@@ -151,12 +153,13 @@ class DemoWorker:
     def __init__(self, proc: subprocess.Popen) -> None:
         self.proc = proc
 
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
+    async def stop(self) -> None:
+        """SIGTERM, then wait in a thread: the loop keeps running, so the in-process
+        sandbox still answers the worker's last sends. SIGKILL after 25 s."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(timeout)
+            await asyncio.to_thread(self.proc.wait, STOP_SECONDS)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()

@@ -127,11 +127,11 @@ async def test_state_machine_moves_by_conditional_updates(ctx, town):
     assert actions.count("meeting.finish") == 1
 
 
-async def test_start_due_moves_started_meetings(ctx, town):
+async def test_the_minute_job_moves_started_meetings(ctx, town):
     await add_people(ctx, town, 1)
     meeting = await live_meeting(ctx, town)
     await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(days=1))
-    assert await meetings.start_due(ctx) == 1
+    assert await meetings.every_minute(ctx) == {"started": 1, "reminded": 0}
     assert (await reload(ctx, meeting))["status"] == "in_progress"
     assert await meetings.start_due(ctx) == 0
 

@@ -67,6 +67,7 @@ JOB_MODULES = [
     "wxbackend.services.notify_delivery",
     "wxbackend.services.digest",
     "wxbackend.services.notices",
+    "wxbackend.services.meetings",
 ]
 
 # Cron schedules are read in China's time zone (no daylight saving: a fixed offset is exact).

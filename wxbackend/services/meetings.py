@@ -41,6 +41,7 @@ from bson.errors import InvalidId
 from models import meetings as meetings_model
 from models import members as members_model
 from models.enums import MEETING_STATUSES, MEETING_TYPES
+from wxbackend import jobs
 from wxbackend.context import AppContext
 from wxbackend.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from wxbackend.services import audit, checkin, meeting_notices, orgs
@@ -357,6 +358,12 @@ async def start_due(ctx: AppContext, now: datetime | None = None, limit: int = 5
                                               {"$set": {"status": "in_progress", "started_at": now}}):
             moved += 1
     return moved
+
+
+@jobs.cron_job("meeting_reminders", "meeting_reminders", timeout=120)
+async def every_minute(ctx: AppContext) -> dict[str, int]:
+    """Cron: start what has started, remind what is about to (each step claimed, so once)."""
+    return {"started": await start_due(ctx), "reminded": await meeting_notices.send_due_reminders(ctx)}
 
 
 async def finish(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId) -> dict[str, Any]:

@@ -183,6 +183,25 @@ async def round_of_scans(bases: list[str], meeting_id: str, tokens: list[str], c
             "p99": percentile(latencies, 99), "max": max(latencies), "codes": codes}
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measured(call: Any, pids: dict[str, int | None]) -> dict[str, Any]:
+    """Run ``call`` and add the CPU milliseconds each process spent per request."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    figures = await call
+    figures["cpu"] = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    return figures
+
+
 async def verify(ctx: AppContext, meeting_id: Any) -> tuple[int, int]:
     """(marks, counts.present) as stored."""
     doc = await meetings_model.get(ctx.db, meeting_id, {"attendance": 1, "counts": 1})
@@ -195,6 +214,9 @@ def report(label: str, figures: dict[str, Any], marks: int, present: int) -> Non
     print(f"  total {figures['total_s']:.2f} s   {figures['rate']:.0f} check-ins/s   "
           f"p50 {figures['p50']:.1f} ms   p99 {figures['p99']:.1f} ms   max {figures['max']:.1f} ms")
     print(f"  answers {figures['codes']}")
+    n = sum(figures["codes"].values())
+    print("  CPU per check-in: " + ", ".join(f"{name} {seconds * 1000 / n:.2f} ms"
+                                              for name, seconds in figures["cpu"].items()))
     print(f"  in the database: {marks} marks, counts.present = {present}")
 
 
@@ -217,12 +239,15 @@ async def main() -> int:
         bases = [base for _, base in servers]
         ok = True
         try:
-            first = await round_of_scans(bases, str(meeting["_id"]), tokens, args.concurrency, "first")
+            pids = {"server": servers[0][0].pid, "database": env.mongo_pid()}
+            first = await measured(round_of_scans(bases, str(meeting["_id"]), tokens, args.concurrency,
+                                                  "first"), pids)
             marks, present = await verify(ctx, meeting["_id"])
             report(f"{args.members} members check in, {args.concurrency} connections, "
                    f"{args.servers} server process(es)", first, marks, present)
             ok &= first["codes"] == {"checked_in": args.members} and marks == present == args.members
-            again = await round_of_scans(bases, str(meeting["_id"]), tokens, args.concurrency, "again")
+            again = await measured(round_of_scans(bases, str(meeting["_id"]), tokens, args.concurrency,
+                                                  "again"), pids)
             marks, present = await verify(ctx, meeting["_id"])
             report(f"the same {args.members} scan again", again, marks, present)
             ok &= again["codes"] == {"already_checked_in": args.members} and marks == present == args.members

@@ -60,7 +60,7 @@ class OrgHandler(AdminHandler):
         children = await orgs.children(self.ctx, self.actor, org)
         direct: list[dict[str, Any]] = []
         if org["member_count"] and self.actor.can("member.view", org["org_ancestors"]):
-            direct, _ = await members.page(self.ctx, self.actor, org["_id"], None)
+            direct, _ = await members.page(self.ctx, self.actor, org["_id"], None, org=org)
         tree = await orgtree.snapshot(self.ctx)
         self.render("admin/org.html", org=org, children=children, org_name=tree.name,
                     crumbs=await orgs.breadcrumbs(self.ctx, org),
@@ -127,9 +127,9 @@ class OrgMembersHandler(AdminHandler):
         query = self.get_query_argument("q", "").strip()
         cursor = self.get_query_argument("cursor", None)
         if query:
-            rows, next_cursor = await members.search(self.ctx, self.actor, org["_id"], query), None
+            rows, next_cursor = await members.search(self.ctx, self.actor, org["_id"], query, org=org), None
         else:
-            rows, next_cursor = await members.page(self.ctx, self.actor, org["_id"], cursor)
+            rows, next_cursor = await members.page(self.ctx, self.actor, org["_id"], cursor, org=org)
         tree = await orgtree.snapshot(self.ctx)
         self.render("admin/members.html", org=org, query=query, next_cursor=next_cursor,
                     rows=[members.present(self.ctx, m) for m in rows], org_name=tree.name)

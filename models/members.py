@@ -115,8 +115,3 @@ async def update_if(db: AsyncDatabase, doc_id: ObjectId, expected: dict[str, Any
                     changes: dict[str, Any]) -> dict[str, Any] | None:
     """Apply ``changes`` only while the document still matches ``expected``."""
     return await models.update_if(db[COLLECTION], doc_id, expected, changes)
-
-
-async def count_in_org(db: AsyncDatabase, org_id: ObjectId) -> int:
-    """For maintenance and tests only: pages use the maintained counters."""
-    return await db[COLLECTION].count_documents({"org_id": org_id, "state": "active"})

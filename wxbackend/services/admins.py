@@ -152,14 +152,14 @@ async def open_session(ctx: AppContext, actor: Actor) -> str:
 
 async def actor_for_session(ctx: AppContext, sid: str, ip: str) -> Actor | None:
     key = _session_key(sid)
-    user_id = await ctx.redis.get(key)
+    # GETEX reads and slides the expiry in one round trip.
+    user_id = await ctx.redis.getex(key, ex=ctx.settings.security.session_ttl_seconds)
     if user_id is None:
         return None
     user = await users_model.get(ctx.db, ObjectId(user_id.decode()))
     if user is None or not user.get("active", True):
         await ctx.redis.delete(key)
         return None
-    await ctx.redis.expire(key, ctx.settings.security.session_ttl_seconds)
     return actor_from_user(user, ip)
 
 

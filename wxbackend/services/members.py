@@ -318,13 +318,15 @@ def decode_cursor(cursor: str) -> tuple[ObjectId, str, ObjectId]:
 
 
 async def page(ctx: AppContext, actor: Actor, scope_id: ObjectId, cursor: str | None = None,
-               limit: int = PAGE_SIZE) -> tuple[list[dict[str, Any]], str | None]:
+               limit: int = PAGE_SIZE, *, org: dict[str, Any] | None = None,
+               ) -> tuple[list[dict[str, Any]], str | None]:
     """Members of a subtree in tree order (branch by branch, by name in each).
 
     Each query names only the organisations that fill this page, so the
     database reads about what the page shows however large the subtree is.
+    ``org`` is the scope's document when the caller has it already.
     """
-    org = await orgs.get(ctx, scope_id)
+    org = org if org is not None and org["_id"] == scope_id else await orgs.get(ctx, scope_id)
     actor.require("member.view", org["org_ancestors"])
     tree = await orgtree.snapshot(ctx)
     nodes = tree.with_counts(scope_id) or [(scope_id, org["member_count"])]
@@ -366,9 +368,9 @@ async def _after_cursor(ctx: AppContext, org_id: ObjectId, name: str, member_id:
 
 
 async def search(ctx: AppContext, actor: Actor, scope_id: ObjectId, query: str,
-                 limit: int = PAGE_SIZE) -> list[dict[str, Any]]:
+                 limit: int = PAGE_SIZE, *, org: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """By exact ID-card number, exact phone, or name prefix, inside the actor's scope."""
-    org = await orgs.get(ctx, scope_id)
+    org = org if org is not None and org["_id"] == scope_id else await orgs.get(ctx, scope_id)
     actor.require("member.view", org["org_ancestors"])
     query = query.strip()
     if not query:
@@ -391,5 +393,5 @@ async def roster(ctx: AppContext, member: dict[str, Any], org_id: ObjectId, curs
     if org_id != member["org_id"]:
         raise Forbidden("out_of_scope", "只能查看本支部的党员名单")
     org = await orgs.get(ctx, org_id)
-    rows, next_cursor = await page(ctx, Actor.system_actor("member-roster"), org_id, cursor, limit)
+    rows, next_cursor = await page(ctx, Actor.system_actor("member-roster"), org_id, cursor, limit, org=org)
     return org, [r for r in rows if r["state"] == "active"], next_cursor

@@ -880,12 +880,30 @@ def _first_led_branch(top: Spec) -> Spec | None:
     return next((s for s in walk(top) if s.kind == "branch" and s.doc["secretary"]), None)
 
 
+# The member the README's mini-program walkthrough binds with (published, demo only).
+API_EXAMPLE_MEMBER = {
+    "name": "演示党员", "id_card": "350203199001010018", "phone": "13800000001", "gender": "男",
+    "birth_date": "1990-01-01", "party_status": "full", "joined_on": "2015-07-01",
+    "full_on": "2016-07-01", "category": "employed", "education": "大学本科",
+}
+
+
+async def _add_api_example_member(ctx: AppContext) -> None:
+    """Put the README's example member in the branch of the demo secretary ``sec-d01-b0001``."""
+    secretary = await users_model.by_username(ctx.db, "sec-d01-b0001")
+    if secretary is None:
+        return
+    await members.create(ctx, Actor.system_actor("seed"), secretary["roles"][0]["org_id"],
+                         API_EXAMPLE_MEMBER)
+
+
 async def ensure_demo(ctx: AppContext, scale: float) -> DemoLogin:
     """``serve --demo``: seed the demo city unless organisations exist; its login."""
     has_orgs = await orgs_model.collection(ctx.db).find_one({"parent_id": None}, {"_id": 1})
     if has_orgs is None:
         report = await seed_city(ctx, scale)
         _stderr(report.summary())
+        await _add_api_example_member(ctx)
     elif await users_model.by_username(ctx.db, "city") is None:
         return DemoLogin("", "", "数据库中已有组织数据（不是演示城市），未生成演示城市和演示账号")
     return DemoLogin("city", DEMO_PASSWORD, DEMO_NOTE)

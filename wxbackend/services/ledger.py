@@ -14,6 +14,7 @@ point-lookup query for the members involved::
 
 from __future__ import annotations
 
+import asyncio
 import io
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -100,11 +101,19 @@ async def month(ctx: AppContext, actor: Actor, org_id: ObjectId | str, month_key
     return MonthLedger(org, month_key, found, status)
 
 
-async def _names(ctx: AppContext, member_ids: set[ObjectId]) -> dict[ObjectId, str]:
+async def _names(ctx: AppContext, org_id: ObjectId, member_ids: set[ObjectId]) -> dict[ObjectId, str]:
+    """Names of a meeting's people: the branch's members by ``org_id`` (one index range),
+    then the few who have left the branch by id. SecantusDB answers an ``_id $in`` of
+    1,200 ids in ~5 s against ~0.2 s for the branch's 1,200 members by ``org_id``."""
     if not member_ids:
         return {}
-    cursor = ctx.db[members_model.COLLECTION].find({"_id": {"$in": list(member_ids)}}, {"name": 1})
-    return {d["_id"]: d["name"] async for d in cursor}
+    rows = await members_model.in_orgs(ctx.db, [org_id], {"name": 1})
+    names = {r["_id"]: r["name"] for r in rows if r["_id"] in member_ids}
+    gone = list(member_ids - names.keys())
+    if gone:
+        cursor = ctx.db[members_model.COLLECTION].find({"_id": {"$in": gone}}, {"name": 1})
+        names.update({d["_id"]: d["name"] async for d in cursor})
+    return names
 
 
 def _ids(meeting: dict[str, Any]) -> set[ObjectId]:
@@ -131,7 +140,7 @@ def attendance_rows(meeting: dict[str, Any], names: dict[ObjectId, str]) -> list
 async def entry(ctx: AppContext, actor: Actor, meeting_id: ObjectId | str) -> Entry:
     """One ledger entry: the whole record of a meeting."""
     meeting = await meetings.view(ctx, actor, meeting_id)
-    rows = attendance_rows(meeting, await _names(ctx, _ids(meeting)))
+    rows = attendance_rows(meeting, await _names(ctx, meeting["org_id"], _ids(meeting)))
     found, _ = await comments.for_admin(ctx, actor, meeting["_id"], None, 200)
     return Entry(meeting, rows, found, await votes.of_meeting_for_admin(ctx, actor, meeting["_id"]))
 
@@ -200,7 +209,17 @@ async def export_xlsx(ctx: AppContext, actor: Actor, org_id: ObjectId | str, mon
     book_data = await month(ctx, actor, org_id, month_key)
     full = [await meetings_model.get(ctx.db, m["_id"]) for m in book_data.meetings]
     full = [m for m in full if m is not None]
-    names = await _names(ctx, set().union(*(_ids(m) for m in full)) if full else set())
+    names = await _names(ctx, book_data.org["_id"], set().union(*(_ids(m) for m in full)) if full else set())
+    # Writing a big branch's month (~15,000 attendance rows) takes seconds of CPU:
+    # in a thread, so the server keeps answering meanwhile.
+    data = await asyncio.to_thread(_workbook, full, names)
+    org = book_data.org
+    await audit.record(ctx, actor, "ledger.export", "org", org["_id"], org["name"], org["org_ancestors"],
+                       {"month": book_data.month, "meetings": len(full)})
+    return f"{org['code']}-{book_data.month}-工作台账.xlsx", data
+
+
+def _workbook(full: list[dict[str, Any]], names: dict[ObjectId, str]) -> bytes:
     book = Workbook()
     _sheet(book, "会议台账", ["日期", "时间", "会议类型", "会议名称", "主题", "地点", "状态", "应到", "出席",
                           "线上", "请假", "缺席", "出勤率", "会议记录", "材料", "心得", "表决"],
@@ -217,10 +236,7 @@ async def export_xlsx(ctx: AppContext, actor: Actor, org_id: ObjectId | str, mon
         cell.alignment = Alignment(wrap_text=True, vertical="top")
     out = io.BytesIO()
     book.save(out)
-    org = book_data.org
-    await audit.record(ctx, actor, "ledger.export", "org", org["_id"], org["name"], org["org_ancestors"],
-                       {"month": book_data.month, "meetings": len(full)})
-    return f"{org['code']}-{book_data.month}-工作台账.xlsx", out.getvalue()
+    return out.getvalue()
 
 
 def _meeting_row(m: dict[str, Any]) -> list[Any]:

@@ -73,7 +73,7 @@ class OutboxHandler(AdminHandler):
         org = await orgs.view(self.ctx, self.actor, self.get_query_argument("org", "") or self.home_org())
         arg = self.get_query_argument
         result = await outbox.page(self.ctx, self.actor, org["_id"], day=arg("day", ""),
-                                   status=arg("status", ""), kind=arg("kind", ""),
+                                   status=arg("status", "failed"), kind=arg("kind", ""),
                                    cursor=arg("cursor", None))
         counts = await outbox.day_counts(self.ctx, self.actor, org["_id"])
         tree = await orgtree.snapshot(self.ctx)

@@ -2,27 +2,35 @@
 
 One document per recipient and notification. Shape::
 
-    {_id, key: "<m|u><owner id>|<kind>|<subject>" (unique: the idempotency key),
+    {_id, owner, owner_type: member|user, kind, subject,   # (owner, kind, subject) is unique
      msg: message id (notify_messages: the rendered text, shared by all recipients),
-     kind, owner, owner_type: member|user, org_id, org_ancestors (the recipient's),
-     channel: oa|mp|web|inbox, openid (oa/mp), notice_id (notices only),
-     status: queued|sending|sent|failed|undeliverable, attempts, errcode, errmsg,
-     next_at,   # queued: when due; sending: when the claim expires; final: when it ended
-     claim,     # the claiming worker's token while sending
-     day: "YYYY-MM-DD" (Asia/Shanghai, of creation), created_at, sent_at, msgid,
-     read_at, digest: pending|done (admin users' kinds that wait for the digest)}
+     org_id, org_ancestors (the recipient's), channel: oa|mp|web|inbox, openid (oa/mp),
+     notice_id (notices only),
+     status: queued|sent|failed|undeliverable, attempts, errcode, errmsg, msgid,
+     next_at,   # queued: when due; otherwise when it ended
+     scope,     # = org_ancestors, only while failed or undeliverable (see below)
+     sent_at, read_at, digest: pending|done (admin users' kinds that wait for the digest)}
 
-Indexes, each for one query shape (SecantusDB uses an index only when every
-filter field is a key of it, and reads every document a query matches):
-``key`` (dedup), ``(status, next_at)`` (recovery and pruning), ``(owner, _id)``
-(an inbox page) and ``(org_ancestors, status, _id)`` (the outbox page of a
-subtree, one status at a time, within a time window). Few indexes on purpose:
-each one slows the fan-out's ``insert_many``.
+While a worker sends a notification it holds a claim in Redis
+(``wxbackend.services.notify_delivery``), not a state here: SecantusDB
+rewrites every index entry of a document on any update, so each write to
+these documents is paid per index entry, and a notification is written twice
+in its life (inserted, settled).
+
+Hence few index entries per document:
+
+- ``(owner, kind, subject)`` unique: the idempotency key, and an inbox
+  (``{"owner": id}``; an owner's notifications of the retention period are few
+  enough to sort in Python);
+- ``(status, next_at)``: recovery, pruning, and the outbox's time-ordered pages;
+- ``(scope, status, _id)`` *sparse*: the outbox page of a subtree for what
+  admins act on. Only failed and undeliverable documents carry ``scope``, so
+  the bulk (queued, sent) pays nothing for it.
 
 Example::
 
-    await insert_many(db, docs)                        # duplicates are skipped
-    claimed = await claim(db, ids, token, lease_until)
+    skipped = await insert_many(db, docs)          # duplicates (same key) are skipped
+    await settle(db, [(doc_id, {"status": "sent", ...})])
 """
 
 from __future__ import annotations
@@ -39,23 +47,23 @@ import models
 from models import register
 
 COLLECTION = "notifications"
-STATUSES = ("queued", "sending", "sent", "failed", "undeliverable")
+STATUSES = ("queued", "sent", "failed", "undeliverable")
 FINAL = ("sent", "failed", "undeliverable")
+SCOPED = ("failed", "undeliverable")
 
 register(COLLECTION, [
-    IndexModel([("key", ASCENDING)], unique=True),
+    IndexModel([("owner", ASCENDING), ("kind", ASCENDING), ("subject", ASCENDING)], unique=True),
     IndexModel([("status", ASCENDING), ("next_at", ASCENDING)]),
-    IndexModel([("owner", ASCENDING), ("_id", DESCENDING)]),
-    IndexModel([("org_ancestors", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)]),
+    IndexModel([("scope", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)], sparse=True),
 ], scoped=True)
 
 # What a delivery needs of a notification (not the inbox fields).
-DELIVERY_FIELDS = {"msg": 1, "kind": 1, "channel": 1, "openid": 1, "status": 1, "attempts": 1, "owner_type": 1,
-                   "owner": 1, "org_ancestors": 1, "day": 1, "notice_id": 1}
+DELIVERY_FIELDS = {"msg": 1, "kind": 1, "channel": 1, "openid": 1, "status": 1, "attempts": 1,
+                   "owner_type": 1, "owner": 1, "org_ancestors": 1, "day": 1, "notice_id": 1}
 
 
 async def insert_many(db: AsyncDatabase, docs: list[dict[str, Any]]) -> set[int]:
-    """Insert, skipping documents whose key exists; returns the indexes skipped."""
+    """Insert, skipping documents whose key (or _id) exists; returns the indexes skipped."""
     if not docs:
         return set()
     try:
@@ -66,10 +74,6 @@ async def insert_many(db: AsyncDatabase, docs: list[dict[str, Any]]) -> set[int]
             raise
         return {e["index"] for e in errors}
     return set()
-
-
-async def by_keys(db: AsyncDatabase, keys: list[str]) -> list[dict[str, Any]]:
-    return await db[COLLECTION].find({"key": {"$in": keys}}, {"key": 1, "status": 1}).to_list()
 
 
 async def get(db: AsyncDatabase, doc_id: ObjectId) -> dict[str, Any] | None:
@@ -98,32 +102,18 @@ async def update_each(db: AsyncDatabase, ids: list[ObjectId], expected: dict[str
     return result.modified_count
 
 
-# -- state machine ------------------------------------------------------------------------
+async def settle(db: AsyncDatabase, outcomes: list[tuple[ObjectId, dict[str, Any]]]) -> int:
+    """queued -> the outcome (sent, failed, undeliverable, or queued again for later).
 
-async def claim(db: AsyncDatabase, ids: list[ObjectId], token: str,
-                lease_until: datetime) -> list[ObjectId]:
-    """queued -> sending for those still queued; returns the ids this token claimed.
-
-    A conditional update per notification (the expected state in the
-    filter, as ``models.update_if`` does), sent as one command: two workers
-    cannot both claim a notification.
+    Conditional on ``queued``: the caller holds the notifications' claims, so
+    nobody else moved them; a document already ended is left alone.
     """
-    modified = await update_each(db, ids, {"status": "queued"}, {
-        "$set": {"status": "sending", "claim": token, "next_at": lease_until},
-        "$inc": {"attempts": 1}})
-    if modified == len(ids):
-        return list(ids)
-    mine = await db[COLLECTION].find({"_id": {"$in": ids}}, {"claim": 1, "status": 1}).to_list()
-    return [d["_id"] for d in mine if d.get("status") == "sending" and d.get("claim") == token]
-
-
-async def settle(db: AsyncDatabase, token: str, outcomes: list[tuple[ObjectId, dict[str, Any]]]) -> int:
-    """sending -> the outcome's status, only while our claim holds; returns how many moved."""
     if not outcomes:
         return 0
-    ops = [UpdateOne({"_id": doc_id, "status": "sending", "claim": token},
-                     {"$set": changes, "$unset": {"claim": ""}})
-           for doc_id, changes in outcomes]
+    ops = []
+    for doc_id, changes in outcomes:
+        update: dict[str, Any] = {"$set": changes, "$inc": {"attempts": 1}}
+        ops.append(UpdateOne({"_id": doc_id, "status": "queued"}, update))
     result = await db[COLLECTION].bulk_write(ops, ordered=False)
     return result.modified_count
 
@@ -138,14 +128,6 @@ async def defer_queued(db: AsyncDatabase, ids: list[ObjectId], next_at: datetime
     await update_each(db, ids, {"status": "queued"}, {"$set": {"next_at": next_at}})
 
 
-async def due(db: AsyncDatabase, status: str, before: datetime, limit: int,
-              fields: dict[str, int] | None = None) -> list[dict[str, Any]]:
-    """Notifications in ``status`` whose ``next_at`` passed (recovery)."""
-    cursor = db[COLLECTION].find({"status": status, "next_at": {"$lt": before}},
-                                 fields or {"claim": 1, "next_at": 1, "attempts": 1})
-    return await cursor.limit(limit).to_list()
-
-
 async def delete_ended(db: AsyncDatabase, status: str, before: datetime) -> int:
     result = await db[COLLECTION].delete_many({"status": status, "next_at": {"$lt": before}})
     return result.deleted_count
@@ -153,15 +135,9 @@ async def delete_ended(db: AsyncDatabase, status: str, before: datetime) -> int:
 
 # -- inbox and outbox pages -----------------------------------------------------------
 
-async def inbox(db: AsyncDatabase, owner: ObjectId, before: ObjectId | None,
-                after: ObjectId, limit: int) -> list[dict[str, Any]]:
-    """An owner's notifications, newest first, between ``after`` and ``before`` (ids)."""
-    id_range: dict[str, Any] = {"$gt": after}
-    if before is not None:
-        id_range["$lt"] = before
-    cursor = (db[COLLECTION].find({"owner": owner, "_id": id_range})
-              .sort("_id", DESCENDING).limit(limit))
-    return await cursor.to_list()
+async def of_owner(db: AsyncDatabase, owner: ObjectId) -> list[dict[str, Any]]:
+    """All of an owner's notifications (the retention period's: a few hundred at most)."""
+    return await db[COLLECTION].find({"owner": owner}).to_list()
 
 
 async def mark_read(db: AsyncDatabase, doc_id: ObjectId, owner: ObjectId, at: datetime) -> bool:
@@ -170,13 +146,30 @@ async def mark_read(db: AsyncDatabase, doc_id: ObjectId, owner: ObjectId, at: da
     return result.modified_count == 1
 
 
-async def window(db: AsyncDatabase, scope_id: ObjectId, status: str, low: ObjectId,
-                 high: ObjectId, limit: int) -> list[dict[str, Any]]:
-    """One status of a subtree between two ids (times), newest first."""
-    cursor = (db[COLLECTION].find({"org_ancestors": scope_id, "status": status,
+async def scoped_window(db: AsyncDatabase, scope_id: ObjectId, status: str, low: ObjectId,
+                        high: ObjectId, limit: int) -> list[dict[str, Any]]:
+    """Failed or undeliverable notifications of a subtree between two ids (times), newest first."""
+    assert status in SCOPED
+    cursor = (db[COLLECTION].find({"scope": scope_id, "status": status,
                                    "_id": {"$gte": low, "$lt": high}})
               .sort("_id", DESCENDING).limit(limit))
     return await cursor.to_list()
+
+
+async def timed_window(db: AsyncDatabase, status: str, low: datetime, high: datetime,
+                       limit: int) -> list[dict[str, Any]]:
+    """Notifications of one status by ``next_at`` in ``[low, high)``, latest first (all
+    organisations: the caller keeps those of its subtree)."""
+    cursor = (db[COLLECTION].find({"status": status, "next_at": {"$gte": low, "$lt": high}})
+              .sort("next_at", DESCENDING).limit(limit))
+    return await cursor.to_list()
+
+
+async def due(db: AsyncDatabase, status: str, before: datetime, limit: int,
+              fields: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    cursor = db[COLLECTION].find({"status": status, "next_at": {"$lt": before}},
+                                 fields or {"next_at": 1})
+    return await cursor.limit(limit).to_list()
 
 
 async def mark_digested(db: AsyncDatabase, ids: list[ObjectId]) -> None:

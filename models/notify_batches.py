@@ -5,7 +5,13 @@ same ids in MongoDB until the job has dealt with all of them, so a job that
 Redis lost (a restart without its last writes, an expired or failed job) is
 found and queued again by the recovery job. Shape::
 
-    {_id: the arq job id, ids: [outbox id], due_at, created_at, recoveries}
+    {_id: the arq job id, ids: [outbox id], due_at, created_at, recoveries,
+     plan: {msg, subject, notice_id, members: [member id], users: [user id]}}
+
+A batch with a ``plan`` (a big fan-out) names recipients whose outbox
+documents do not exist yet: the delivering worker writes them with the ids
+chosen in advance (``ids``, in the order of members then users), then drops
+the plan.
 
 Example::
 
@@ -38,6 +44,14 @@ async def insert_many(db: AsyncDatabase, docs: list[dict[str, Any]]) -> None:
     except BulkWriteError as exc:
         if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
             raise
+
+
+async def get(db: AsyncDatabase, job_id: str) -> dict[str, Any] | None:
+    return await db[COLLECTION].find_one({"_id": job_id})
+
+
+async def clear_plan(db: AsyncDatabase, job_id: str) -> None:
+    await db[COLLECTION].update_one({"_id": job_id}, {"$unset": {"plan": ""}})
 
 
 async def delete(db: AsyncDatabase, job_id: str) -> None:

@@ -87,9 +87,18 @@ async def drain(ctx: AppContext, timeout: float = 20.0, horizon: float = 1.0) ->
                                           int((time.time() + horizon) * 1000))
             quiet = quiet + 1 if soon == 0 and not worker.tasks else 0
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # Stop at the next poll rather than by cancelling: on Python 3.11 a cancellation
+        # can be lost inside redis-py's asyncio.wait_for, and the worker would poll on.
+        worker.burst, worker.max_burst_jobs = True, 0
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 5)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for job in list(worker.tasks.values()):  # a failed drain must not leave jobs running
+            job.cancel()
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
     return worker
 
 

@@ -193,3 +193,59 @@ async def test_inactive_and_unknown_recipients_are_skipped(ctx, town, sandbox, t
     result = await notify.notify(ctx, [*members_of(people), Recipient(member_id=ObjectId())],
                                  "test_event", data(), subject="event:e1")
     assert (result.created, result.skipped) == (1, 2)
+
+
+async def test_a_big_fan_out_is_planned_and_written_by_the_workers(ctx, town, sandbox, templates):
+    ctx.settings.notify.eager_limit = 3
+    ctx.settings.notify.batch_size = 2
+    people = await followers(ctx, town.org("branch_a1"), sandbox, 4)
+    plain = (await new_members(ctx, town.org("branch_a2"), 1, "未关注"))[0]
+    await ctx.db["members"].update_one({"_id": people[3]["_id"]}, {"$set": {"state": "deceased"}})
+    result = await notify.notify(ctx, members_of([*people, plain]), "test_event", data(), subject="event:big")
+    assert (result.planned, result.created) == (5, 0)  # queued as 3 batches, no document yet
+    assert await queued_jobs(ctx) == 3
+    await drain(ctx)
+    docs = await ctx.db["notifications"].find({"owner": {"$in": [p["_id"] for p in [*people, plain]]}}).to_list()
+    assert sorted(d["status"] for d in docs) == ["sent", "sent", "sent", "undeliverable"]
+    assert len(await sandbox.outbox(kind="template")) == 3
+    again = await notify.notify(ctx, members_of([*people, plain]), "test_event", data(), subject="event:big")
+    assert again.planned == 5
+    await drain(ctx)  # the workers find every recipient notified already
+    assert len(await sandbox.outbox(kind="template")) == 3
+    assert await ctx.db["notify_batches"].count_documents({"due_at": {"$gt": datetime(2000, 1, 1, tzinfo=UTC)}}) == 0
+    day = notify.today_local()
+    stats = await stats_model.for_org(ctx.db, town.org("root"), [day])
+    assert (stats[day]["total"], stats[day]["sent"], stats[day]["undeliverable"]) == (4, 3, 1)
+
+
+async def test_outbox_pages_walk_a_day_by_status_and_subtree(ctx, town, sandbox, templates):
+    from wxbackend.services import outbox
+    from wxbackend.services.access import Actor, Role
+
+    east = await followers(ctx, town.org("branch_a1"), sandbox, 7, "东")
+    west = await followers(ctx, town.org("branch_b1"), sandbox, 4, "西")
+    quiet = await new_members(ctx, town.org("branch_a2"), 5, "未关注")
+    await notify.notify(ctx, members_of([*east, *west, *quiet]), "test_event", data(), subject="event:p")
+    await drain(ctx)
+    admin = Actor(id=None, name="东区", roles=[Role("committee_admin", town.org("district_a"))])
+    seen, cursor = [], None
+    while True:
+        page = await outbox.page(ctx, admin, town.org("district_a"), status="sent", cursor=cursor, limit=3)
+        seen.extend(r["owner"] for r in page.rows)
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    assert sorted(seen) == sorted(p["_id"] for p in east)  # all of the east, none of the west
+    seen, cursor = [], None
+    while True:
+        page = await outbox.page(ctx, admin, town.org("district_a"), status="undeliverable",
+                                 cursor=cursor, limit=2)
+        seen.extend(r["owner"] for r in page.rows)
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    assert sorted(seen) == sorted(p["_id"] for p in quiet)
+    with pytest.raises(InvalidInput):
+        await outbox.page(ctx, admin, town.org("district_a"), status="bogus")
+    with pytest.raises(InvalidInput):
+        await outbox.page(ctx, admin, town.org("district_a"), day="2025-13-01")

@@ -115,6 +115,9 @@ def _install_stop(worker: Worker, ctx: AppContext) -> None:
         if ctx.caches.get(jobs.STOPPING):
             return
         ctx.caches[jobs.STOPPING] = True
+        # Leave the poll loop at its next turn as well as by arq's cancellation, which
+        # Python 3.11 can lose inside redis-py's asyncio.wait_for.
+        worker.burst, worker.max_burst_jobs = True, 0
         worker.handle_sig_wait_for_completion(sig)
 
     for sig in (signal.SIGTERM, signal.SIGINT):

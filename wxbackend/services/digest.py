@@ -152,8 +152,8 @@ async def _secretary_orgs(ctx: AppContext, user: dict[str, Any]) -> list[dict[st
 async def _pending(ctx: AppContext, user_id: ObjectId, now: datetime) -> list[dict[str, Any]]:
     """The user's notifications of digest kinds not yet reported (the last two days)."""
     horizon = ObjectId.from_datetime(now - timedelta(days=2))
-    docs = await outbox_model.inbox(ctx.db, user_id, None, horizon, 500)
-    return [d for d in docs if d.get("digest") == "pending"]
+    return [d for d in await outbox_model.of_owner(ctx.db, user_id)
+            if d.get("digest") == "pending" and d["_id"] > horizon]
 
 
 # -- the sources that exist today ---------------------------------------------------------

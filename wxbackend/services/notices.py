@@ -11,9 +11,11 @@ counters: recipients, delivered, inbox only, failed, read::
 
 Fan-out pages the subtree branch by branch in tree order (the organisation
 tree snapshot with its maintained member counts, as ``members.page`` does),
-never one query over a 20,000-member subtree, and records where it is in the
-notice, so a worker killed half-way resumes there; the notify service's
-idempotency keys make a repeated chunk harmless.
+never one query over a 20,000-member subtree, queues the members in batches
+(``notify.plan``: the delivering workers write their outbox documents), and
+records where it is in the notice, so a worker killed half-way resumes there;
+the notify service's idempotency keys make a repeated chunk harmless. The
+notice's ``recipients`` counter grows as the batches are written.
 """
 
 from __future__ import annotations
@@ -151,9 +153,10 @@ async def _fan_out_members(ctx: AppContext, notice: dict[str, Any], message: dic
             wanted -= nodes[position][1]
             position += 1
         people = await recipients_model.members_in_orgs(ctx.db, chunk)
-        result = await notify.fan_out(ctx, message, content, subject, members=people,
-                                      notice_id=notice["_id"])
-        added += result.created
+        active = [m["_id"] for m in people if m.get("state") == "active"]
+        # Batches of recipients: the workers write the outbox documents as they send.
+        result = await notify.plan(ctx, message, subject, active, notice_id=notice["_id"])
+        added += result.planned
         await notices_model.update_if(ctx.db, notice["_id"], {"state": "fanout"}, {"$set": {
             "fanout": {"position": position, "generation": tree.generation}}})
     return added

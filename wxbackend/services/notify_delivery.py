@@ -3,15 +3,21 @@
 The ``deliver`` job takes a batch of outbox ids and, a group of ``[notify]
 send_group`` at a time:
 
+0. (a planned batch of a big fan-out) writes the batch's outbox documents;
 1. reserves tokens from the Redis token bucket of the appid and API
    (``[notify] oa_template_rate`` / ``mp_subscribe_rate`` per second), and
    waits for them *before* claiming anything;
-2. claims the group: ``queued -> sending`` by a conditional update carrying a
-   random claim token and a lease (``[notify] lease_seconds``), so no other
-   worker can send them;
+2. claims the group: a Redis key per notification, ``SET NX`` with a lease
+   (``[notify] lease_seconds``), so no other worker can send them, then reads
+   them back and keeps those still ``queued``;
 3. sends them to WeChat at once;
-4. settles each (``sending -> sent | failed | undeliverable | queued``),
-   conditional on the claim, with WeChat's errcode, and updates the counters.
+4. settles each in MongoDB (``queued -> sent | failed | undeliverable``, or
+   ``queued`` for later) with WeChat's errcode, releases the claims, and
+   updates the counters.
+
+The claim lives in Redis because SecantusDB rewrites every index entry of a
+document on each update: a ``sending`` state would double the writes per
+notification, the cost that bounds the delivery rate.
 
 What WeChat answers decides the outcome:
 
@@ -27,19 +33,22 @@ What WeChat answers decides the outcome:
   exponential backoff (``[notify] retry_backoff_seconds``) until ``[notify]
   max_attempts``, then ``failed`` with the last errcode.
 
-Exactly once: a notification is sent only by the worker whose claim moved it
-to ``sending``, and a crash anywhere except between WeChat accepting a message
-and our ``sent`` write leaves it ``queued`` (sent again, once) or ``sent``
-(not again). In that one window, a few milliseconds per group, a killed
-worker leaves ``sending`` behind; WeChat's template and subscribe APIs take
-no client message id to ask about, so when the lease runs out the recovery
-job queues it again: at-least-once for at most ``send_group`` notifications
-per killed worker, never silently lost (it stays in the recipient's inbox
-whatever WeChat did). Tokens are reserved before the claim, so a worker
-waiting on the rate limit (most of its time) holds no claim.
+Exactly once: a notification is sent only by the worker holding its claim,
+and only while MongoDB still says ``queued``; a crash anywhere except between
+WeChat accepting a message and our ``sent`` write leaves it ``queued`` (sent
+again, once) or ``sent`` (not again). In that one window, a few milliseconds
+per group, a killed worker leaves a claimed, unsettled notification; WeChat's
+template and subscribe APIs take no client message id to ask about, so when
+the claim's lease runs out the next run sends it again: at-least-once for at
+most ``send_group`` notifications per killed worker, never silently lost (it
+stays in the recipient's inbox whatever WeChat did). Tokens are reserved
+before the claim, so a worker waiting on the rate limit (most of its time)
+holds no claim. A Redis that loses its last second of writes can lose live
+claims too; only a job running at that moment on the same notifications
+(recovery never starts one while the first is alive) could then send twice.
 
-Recovery (cron ``outbox_recovery``) also re-enqueues batches whose job
-Redis lost (``models.notify_batches``), and the ``prune`` job deletes ended
+Recovery (cron ``outbox_recovery``) re-enqueues batches whose job Redis
+lost (``models.notify_batches``), and the ``prune`` job deletes ended
 notifications after ``[notify] retention_days``::
 
     await deliver(ctx, ["65f0...", ...])        # what a worker runs
@@ -84,6 +93,7 @@ API_MP = "mp_subscribe"
 API_LABELS = {API_OA: "公众号模板消息", API_MP: "小程序订阅消息"}
 PAUSE_KEY = "notify:pause:"      # + appid:api; expires at the next midnight
 BUCKET_KEY = "notify:bucket:"    # + appid:api
+CLAIM_KEY = "notify:claim:"      # + outbox id: the worker sending it (with a lease)
 # A batch whose job keeps getting lost or failing is given up after this many recoveries.
 MAX_RECOVERIES = 10
 
@@ -145,6 +155,10 @@ async def paused_apis(ctx: AppContext) -> list[dict[str, Any]]:
 @jobs.job(name="deliver", max_tries=20)
 async def deliver(ctx: AppContext, ids: list[str]) -> int:
     """Send the still-queued notifications among ``ids``; returns how many were sent."""
+    batch_id = jobs.current_job_id.get()
+    batch = await batches_model.get(ctx.db, batch_id) if batch_id else None
+    if batch is not None and batch.get("plan"):
+        await notify.materialise(ctx, batch)
     docs = [d for d in await outbox_model.by_ids(ctx.db, [ObjectId(i) for i in ids],
                                                    outbox_model.DELIVERY_FIELDS)
             if d["status"] == "queued"]
@@ -165,7 +179,6 @@ async def deliver(ctx: AppContext, ids: list[str]) -> int:
             group = todo[i:i + size]
             await _wait_for_tokens(ctx, api, len(group))
             sent += await send_group(ctx, api, group, messages)
-    batch_id = jobs.current_job_id.get()
     if batch_id:
         await batches_model.delete(ctx.db, batch_id)  # every id is dealt with or handed on
     return sent
@@ -211,20 +224,57 @@ async def send_group(ctx: AppContext, api: str, group: list[dict[str, Any]],
                      messages: dict[ObjectId, dict[str, Any]]) -> int:
     """Claim, send and settle one group; returns how many were sent."""
     token = secrets.token_hex(8)
-    lease = _now() + timedelta(seconds=ctx.settings.notify.lease_seconds)
-    mine = set(await outbox_model.claim(ctx.db, [d["_id"] for d in group], token, lease))
-    claimed = [d for d in group if d["_id"] in mine]
-    if not claimed:
-        return 0
-    outcomes = await asyncio.gather(*(_send_one(ctx, api, d, messages.get(d["msg"]))
-                                      for d in claimed))
-    await _settle(ctx, token, outcomes)
+    lease_ms = int(ctx.settings.notify.lease_seconds * 1000)
+    held = await _claim(ctx, [d["_id"] for d in group], token, lease_ms)
+    busy = [d["_id"] for d in group if d["_id"] not in held]
+    if busy:  # another run holds them (a dead worker's lease): try when it expires
+        await _hand_on(ctx, busy, _now() + await _claims_left(ctx, busy), "busy")
+    try:
+        # Read back under our claims: only what is still queued may go.
+        still = {d["_id"] for d in await outbox_model.by_ids(ctx.db, list(held), {"status": 1})
+                 if d["status"] == "queued"}
+        claimed = [d for d in group if d["_id"] in still]
+        outcomes = await asyncio.gather(*(_send_one(ctx, api, d, messages.get(d["msg"]))
+                                          for d in claimed))
+        await _settle(ctx, outcomes)
+    finally:
+        await _release(ctx, held, token)
     return sum(1 for o in outcomes if o.status == "sent")
+
+
+async def _claim(ctx: AppContext, ids: list[ObjectId], token: str, lease_ms: int) -> set[ObjectId]:
+    async with ctx.redis.pipeline(transaction=False) as pipe:
+        for doc_id in ids:
+            pipe.set(CLAIM_KEY + str(doc_id), token, nx=True, px=lease_ms)
+        won = await pipe.execute()
+    return {doc_id for doc_id, ok in zip(ids, won, strict=True) if ok}
+
+
+async def _claims_left(ctx: AppContext, ids: list[ObjectId]) -> timedelta:
+    async with ctx.redis.pipeline(transaction=False) as pipe:
+        for doc_id in ids:
+            pipe.pttl(CLAIM_KEY + str(doc_id))
+        left = await pipe.execute()
+    return timedelta(milliseconds=max(100, *left))
+
+
+# Delete a claim only if it is still ours (it may have expired and been taken).
+_RELEASE = """
+for i, key in ipairs(KEYS) do
+  if redis.call('get', key) == ARGV[1] then redis.call('del', key) end
+end
+return 0
+"""
+
+
+async def _release(ctx: AppContext, ids: set[ObjectId], token: str) -> None:
+    if ids:
+        await ctx.redis.eval(_RELEASE, len(ids), *[CLAIM_KEY + str(i) for i in ids], token)
 
 
 async def _send_one(ctx: AppContext, api: str, doc: dict[str, Any],
                     message: dict[str, Any] | None) -> Outcome:
-    attempts = doc.get("attempts", 0) + 1  # the claim counted this one
+    attempts = doc.get("attempts", 0) + 1  # this one
     part = (message or {}).get("oa" if api == API_OA else "mp")
     if not part:
         return Outcome(doc, "failed", errmsg="该类通知未配置微信消息模板")
@@ -285,7 +335,7 @@ async def _unfollowed(ctx: AppContext, doc: dict[str, Any]) -> None:
         await binding.record_unfollow(ctx, doc["openid"])
 
 
-async def _settle(ctx: AppContext, token: str, outcomes: list[Outcome]) -> None:
+async def _settle(ctx: AppContext, outcomes: list[Outcome]) -> None:
     now = _now()
     changes = []
     for o in outcomes:
@@ -294,8 +344,10 @@ async def _settle(ctx: AppContext, token: str, outcomes: list[Outcome]) -> None:
             change.update(sent_at=now, next_at=now, msgid=o.msgid)
         else:
             change["next_at"] = o.later or now
+        if o.status in outbox_model.SCOPED:
+            change["scope"] = o.doc.get("org_ancestors") or []  # the outbox page lists these
         changes.append((o.doc["_id"], change))
-    await outbox_model.settle(ctx.db, token, changes)
+    await outbox_model.settle(ctx.db, changes)
     ended = [{**o.doc, "status": o.status} for o in outcomes if o.status != "queued"]
     await stats_model.add(ctx.db, notify.stat_deltas(ended, lambda d: d["status"]))
     await _count_notices(ctx, ended)
@@ -322,27 +374,11 @@ async def _count_notices(ctx: AppContext, ended: list[dict[str, Any]]) -> None:
 
 @jobs.cron_job("outbox_recovery", "outbox_recovery")
 async def recover(ctx: AppContext) -> dict[str, int]:
-    """Queue again what a dead worker or a lost job left behind."""
-    report = {"requeued": await requeue_stale_claims(ctx),
-              "reenqueued": await reenqueue_lost_batches(ctx)}
+    """Queue again the batches whose job Redis lost (or that failed)."""
+    report = {"reenqueued": await reenqueue_lost_batches(ctx)}
     if any(report.values()):
         log.warning("outbox recovery", extra={"fields": report})
     return report
-
-
-async def requeue_stale_claims(ctx: AppContext, limit: int = 1000) -> int:
-    """``sending`` past its lease: the worker died mid-send (see the module docstring)."""
-    now = _now()
-    stale = await outbox_model.due(ctx.db, "sending", now, limit)
-    ids = [d["_id"] for d in stale]
-    if not ids:
-        return 0
-    moved = await outbox_model.update_each(
-        ctx.db, ids, {"status": "sending", "next_at": {"$lt": now}},
-        {"$set": {"status": "queued", "next_at": now, "errmsg": "发送时进程中断，已重新排队"},
-         "$unset": {"claim": ""}})
-    await _hand_on(ctx, ids, now, "recovered")
-    return moved
 
 
 async def reenqueue_lost_batches(ctx: AppContext, limit: int = 5000) -> int:
@@ -365,8 +401,10 @@ async def _give_up(ctx: AppContext, batch: dict[str, Any]) -> None:
     docs = [d for d in await outbox_model.by_ids(ctx.db, batch["ids"], outbox_model.DELIVERY_FIELDS)
             if d["status"] == "queued"]
     now = _now()
-    await outbox_model.update_each(ctx.db, [d["_id"] for d in docs], {"status": "queued"}, {
-        "$set": {"status": "failed", "next_at": now, "errmsg": "投递任务反复失败，已停止重试"}})
+    for doc in docs:
+        await outbox_model.update_each(ctx.db, [doc["_id"]], {"status": "queued"}, {"$set": {
+            "status": "failed", "next_at": now, "errmsg": "投递任务反复失败，已停止重试",
+            "scope": doc.get("org_ancestors") or []}})
     ended = [{**d, "status": "failed"} for d in docs]
     await stats_model.add(ctx.db, notify.stat_deltas(ended, lambda d: d["status"]))
     await _count_notices(ctx, ended)

@@ -9,9 +9,12 @@ notifications of recipients inside their subtree::
     health = await outbox.health(ctx)
 
 SecantusDB reads every document a query matches, so a page never asks for a
-whole day of a big subtree: it reads one status at a time inside a time
-window sized from the day's maintained counters (about 200 notifications),
-widening it only where the day is sparse.
+whole day of a big subtree: it reads one status inside a time window sized
+from the day's maintained counters (about 200 notifications), widening it
+only where the day is sparse. Failed and undeliverable notifications (what
+admins act on) have an index of their own per subtree; queued and sent ones
+are read from the city-wide time index and filtered to the subtree, which is
+quick for big subtrees and pages slowly through a busy day for a small one.
 """
 
 from __future__ import annotations
@@ -41,8 +44,9 @@ DAYS_SHOWN = 14
 # A window holds about this many notifications of the day (from the counters).
 WINDOW_TARGET = 200
 MAX_WINDOWS = 8
-STATUS_LABELS = {"queued": "排队中", "sending": "发送中", "sent": "已送达", "failed": "失败",
-                 "undeliverable": "仅站内"}
+# Most rows one window of the city-wide time index may read.
+WINDOW_LIMIT = 1000
+STATUS_LABELS = {"failed": "失败", "undeliverable": "仅站内", "queued": "排队中", "sent": "已送达"}
 CHANNEL_LABELS = {"oa": "公众号", "mp": "小程序", "web": "管理平台", "inbox": "站内"}
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -68,58 +72,102 @@ def _day_bounds(day: str) -> tuple[datetime, datetime]:
     return start.astimezone(UTC), (start + timedelta(days=1)).astimezone(UTC)
 
 
-async def page(ctx: AppContext, actor: Actor, scope_id: ObjectId, *, day: str = "", status: str = "",
-               kind: str = "", cursor: str | None = None, limit: int = PAGE_SIZE) -> OutboxPage:
-    """One page of a day's notifications in a subtree, newest first."""
+async def page(ctx: AppContext, actor: Actor, scope_id: ObjectId, *, day: str = "",
+               status: str = "failed", kind: str = "", cursor: str | None = None,
+               limit: int = PAGE_SIZE) -> OutboxPage:
+    """One page of a day's notifications of one status in a subtree, newest first."""
     org = await orgs.get(ctx, scope_id)
     actor.require("outbox.view", org["org_ancestors"])
-    day = day or notify.today_local()
-    if status and status not in outbox_model.STATUSES:
+    day, status = day or notify.today_local(), status or "failed"
+    if status not in outbox_model.STATUSES:
         raise InvalidInput("bad_status", "状态无效")
     start, end = _day_bounds(day)
+    result = OutboxPage(org, day, status, kind)
+    if status in outbox_model.SCOPED:
+        await _scoped_page(ctx, result, start, end, cursor, limit)
+    else:
+        await _timed_page(ctx, result, start, end, cursor, limit)
+    result.messages = await messages_model.by_ids(ctx.db, [r["msg"] for r in result.rows])
+    return result
+
+
+async def _day_count(ctx: AppContext, org_id: ObjectId, day: str, status: str) -> int:
+    counted = (await stats_model.for_org(ctx.db, org_id, [day])).get(day, {})
+    if status == "queued":
+        return counted.get("total", 0) - sum(counted.get(f, 0) for f in outbox_model.FINAL)
+    return counted.get(status, 0)
+
+
+async def _scoped_page(ctx: AppContext, result: OutboxPage, start: datetime, end: datetime,
+                       cursor: str | None, limit: int) -> None:
+    """Failed / undeliverable: the subtree's own (sparse) index, by id (creation time)."""
     low, high = ObjectId.from_datetime(start), ObjectId.from_datetime(end)
     if cursor:
         if not ObjectId.is_valid(cursor):
             raise InvalidInput("bad_cursor", "分页参数无效")
         high = min(high, ObjectId(cursor))
-    result = OutboxPage(org, day, status, kind)
-    counted = (await stats_model.for_org(ctx.db, org["_id"], [day])).get(day, {})
-    window = max(60.0, 86400.0 * WINDOW_TARGET / max(counted.get("total", 0), 1))
-    statuses = [status] if status else list(outbox_model.STATUSES)
+    count = await _day_count(ctx, result.org["_id"], result.day, result.status)
+    window = max(60.0, 86400.0 * WINDOW_TARGET / max(count, 1))
     for _ in range(MAX_WINDOWS):
-        if high.generation_time <= low.generation_time:
-            high = None
-            break
+        if high <= low:
+            return
         w_low = max(low, ObjectId.from_datetime(high.generation_time - timedelta(seconds=window)))
-        rows, boundary = await _window(ctx, org["_id"], statuses, kind, w_low, high, limit)
-        result.rows.extend(rows)
-        if len(result.rows) >= limit or boundary is not None:
-            result.rows = result.rows[:limit]
-            high = result.rows[-1]["_id"] if len(result.rows) >= limit else boundary
-            break
+        want = limit - len(result.rows)
+        found = await outbox_model.scoped_window(ctx.db, result.org["_id"], result.status, w_low,
+                                                 high, want + 1)
+        read = found[:want]
+        result.rows.extend(r for r in read if not result.kind or r["kind"] == result.kind)
+        if read and (len(found) > want or len(result.rows) >= limit):
+            result.next_cursor = str(read[-1]["_id"])  # go on below the last row read
+            return
         high, window = w_low, window * 4  # a sparse stretch: look further back
-    result.next_cursor = str(high) if high is not None and high != low else None
-    result.messages = await messages_model.by_ids(ctx.db, [r["msg"] for r in result.rows])
-    return result
+    result.next_cursor = str(high) if high > low else None
 
 
-async def _window(ctx: AppContext, scope_id: ObjectId, statuses: list[str], kind: str,
-                  low: ObjectId, high: ObjectId, limit: int) -> tuple[list[dict[str, Any]], ObjectId | None]:
-    """The newest rows of ``[low, high)``; ``boundary``: below it this read is incomplete."""
-    rows: list[dict[str, Any]] = []
-    boundary = None
-    for status in statuses:
-        found = await outbox_model.window(ctx.db, scope_id, status, low, high, limit + 1)
-        if len(found) > limit:  # more of this status below its oldest row here
-            oldest = found[-1]["_id"]
-            boundary = oldest if boundary is None else max(boundary, oldest)
-        rows.extend(found)
-    if boundary is not None:
-        rows = [r for r in rows if r["_id"] >= boundary]
-    if kind:
-        rows = [r for r in rows if r["kind"] == kind]
-    rows.sort(key=lambda r: r["_id"], reverse=True)
-    return rows, boundary
+async def _timed_page(ctx: AppContext, result: OutboxPage, start: datetime, end: datetime,
+                      cursor: str | None, limit: int) -> None:
+    """Queued / sent: the city-wide time index, keeping the subtree's, by ``next_at``.
+
+    ``cursor`` is ``<next_at ms>-<id>`` of the last row shown (ties are common:
+    a group is settled at one instant).
+    """
+    high, after_id = end, None
+    if cursor:
+        stamp, _, last = cursor.partition("-")
+        if not stamp.isdigit() or not ObjectId.is_valid(last):
+            raise InvalidInput("bad_cursor", "分页参数无效")
+        high = min(end, datetime.fromtimestamp(int(stamp) / 1000, UTC))
+        after_id = ObjectId(last)
+    root = result.org["org_ancestors"][0]
+    count = await _day_count(ctx, root, result.day, result.status)
+    window = max(1.0, 86400.0 * WINDOW_TARGET / max(count, 1))
+    scope = result.org["_id"]
+    for _ in range(MAX_WINDOWS):
+        if high <= start:
+            return
+        w_low = max(start, high - timedelta(seconds=window))
+        # Including `high` itself (ms ties with the cursor row), then dropping what was shown.
+        found = await outbox_model.timed_window(ctx.db, result.status, w_low,
+                                                high + timedelta(milliseconds=1), WINDOW_LIMIT)
+        found = [r for r in found if after_id is None or _before(r, high, after_id)]
+        found.sort(key=lambda r: (r["next_at"], r["_id"]), reverse=True)
+        mine = [r for r in found if scope in (r.get("org_ancestors") or [])
+                and (not result.kind or r["kind"] == result.kind)]
+        take = mine[:limit - len(result.rows)]
+        result.rows.extend(take)
+        if len(result.rows) >= limit or len(found) >= WINDOW_LIMIT:
+            last = result.rows[-1] if take else found[-1]
+            result.next_cursor = f"{int(last['next_at'].timestamp() * 1000)}-{last['_id']}"
+            return
+        high, after_id, window = w_low, None, window * 4
+    result.next_cursor = f"{int(high.timestamp() * 1000)}-{'f' * 24}" if high > start else None
+
+
+def _before(row: dict[str, Any], high: datetime, after_id: ObjectId) -> bool:
+    """Strictly after the cursor row in newest-first order."""
+    stamp = int(row["next_at"].timestamp() * 1000)
+    edge = int(high.timestamp() * 1000)
+    return stamp < edge or (stamp == edge and row["_id"] < after_id)
 
 
 async def day_counts(ctx: AppContext, actor: Actor, scope_id: ObjectId,
@@ -157,7 +205,12 @@ async def retry(ctx: AppContext, actor: Actor, notification_id: str | ObjectId) 
                "next_at": now, "errcode": None, "errmsg": f"{actor.name}重新发送"}
     if status == "sent":
         changes["sent_at"] = now
-    updated = await outbox_model.update_if(ctx.db, doc["_id"], {"status": "failed"}, {"$set": changes})
+    update: dict[str, Any] = {"$set": changes}
+    if status == "undeliverable":
+        changes["scope"] = doc["org_ancestors"]
+    else:
+        update["$unset"] = {"scope": ""}
+    updated = await outbox_model.update_if(ctx.db, doc["_id"], {"status": "failed"}, update)
     if updated is None:
         raise Conflict("notification_changed", "该通知刚刚被其他人处理过，请刷新")
     await _recount(ctx, doc, status)

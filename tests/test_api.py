@@ -247,3 +247,9 @@ async def test_every_api_path_of_the_app_is_documented(ctx, server_url):
         document = (await client.get(f"{API}/openapi.json")).json()
     patterns = [p for p, *_ in _routes(ctx) if p.startswith("/api/")]
     assert len(patterns) == sum(len(v) > 0 for v in document["paths"].values())
+
+
+async def test_repeated_query_parameters_are_refused(api, sandbox, member):
+    token = await bound_token(api, sandbox, member)
+    answer = await api.get(f"{API}/me/timeline?limit=abc&limit=5", headers=bearer(token))
+    assert answer.status_code == 400 and answer.json()["error"]["details"][0]["field"] == "limit"

@@ -26,7 +26,7 @@ import tornado.web
 
 from handlers.api.schemas import FieldError
 from handlers.base import JsonHandler
-from wxbackend import idempotency, ratelimit
+from wxbackend import idempotency
 from wxbackend.errors import DomainError, InvalidInput, TooManyRequests, Unauthorized
 from wxbackend.services import mpsessions
 from wxbackend.services.mpsessions import MemberSession
@@ -115,31 +115,28 @@ class ApiHandler(JsonHandler):
         api = self.ctx.settings.api
         if len(self.request.body) > api.max_body_bytes:
             raise DomainError("payload_too_large", "请求内容过大", status=413)
-        await self._limit(f"ip:{self.client_ip}", api.rate_per_ip_per_minute)
-        self.session = await self._authenticate()
+        token = self._bearer_token()
+        admission = await mpsessions.admit(self.ctx, self.client_ip, token)
+        if admission.ip_count > api.rate_per_ip_per_minute or (
+                admission.user_count > api.rate_per_user_per_minute):
+            raise TooManyRequests("rate_limited", "请求过于频繁，请稍后再试",
+                                  retry_after=admission.retry_after)
+        if token is not None and admission.session is None:
+            raise Unauthorized("token_invalid", "登录已失效，请重新登录")
+        self.session = admission.session
         if spec.auth and self.session is None:
             raise Unauthorized("token_invalid", "登录已失效，请重新登录")
-        if self.session is not None:
-            await self._limit(f"user:{self.session.openid}", api.rate_per_user_per_minute)
         if spec.bound and (self.session is None or self.session.member_id is None):
             raise DomainError("not_bound", "请先绑定党员身份", status=403)
 
-    async def _authenticate(self) -> MemberSession | None:
+    def _bearer_token(self) -> str | None:
         header = self.request.headers.get("Authorization", "")
         if not header:
             return None
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip() or len(token) > 200:
             raise Unauthorized("token_invalid", "登录已失效，请重新登录")
-        session = await mpsessions.load_session(self.ctx, token.strip())
-        if session is None:
-            raise Unauthorized("token_invalid", "登录已失效，请重新登录")
-        return session
-
-    async def _limit(self, key: str, limit: int) -> None:
-        wait = await ratelimit.hit(self.ctx.redis, f"api:{key}", limit=limit, window=60)
-        if wait:
-            raise TooManyRequests("rate_limited", "请求过于频繁，请稍后再试", retry_after=wait)
+        return token.strip()
 
     def parse_body(self, schema: type) -> Any:
         body = self.request.body
@@ -153,7 +150,11 @@ class ApiHandler(JsonHandler):
             raise InvalidInput("invalid_json", "请求内容不是有效的 JSON") from None
 
     def parse_query(self, schema: type) -> Any:
-        args = {k: v[-1].decode("utf-8", "replace") for k, v in self.request.query_arguments.items()}
+        repeated = [k for k, v in self.request.query_arguments.items() if len(v) > 1]
+        if repeated:
+            raise InvalidInput("invalid_request", f"请求参数有误：{repeated[0]} 重复",
+                               details=[{"field": repeated[0], "message": "参数重复"}])
+        args = {k: v[0].decode("utf-8", "replace") for k, v in self.request.query_arguments.items()}
         try:
             return msgspec.convert(args, schema, strict=False)
         except msgspec.ValidationError as exc:

@@ -6,13 +6,14 @@ hash, with a sliding expiry. Tokens of a member are indexed so that unbinding
 revokes them all::
 
     token = await open_session(ctx, openid="o1", unionid=None, session_key="...", member_id=None)
-    session = await load_session(ctx, token)
+    admission = await admit(ctx, ip, token)   # rate counts + the session, one round trip
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 
 from bson import ObjectId
@@ -58,18 +59,6 @@ async def open_session(ctx: AppContext, *, openid: str, unionid: str | None, ses
     return token
 
 
-async def load_session(ctx: AppContext, token: str) -> MemberSession | None:
-    token_hash = hash_token(token)
-    data = await ctx.redis.hgetall(_key(token_hash))
-    if not data:
-        return None
-    await ctx.redis.expire(_key(token_hash), ctx.settings.api.token_ttl_seconds)
-    text = {k.decode(): v.decode() for k, v in data.items()}
-    member = text.get("member_id")
-    return MemberSession(token_hash, text["openid"], text.get("unionid") or None,
-                         ObjectId(member) if member else None, text.get("session_key", ""))
-
-
 async def attach_member(ctx: AppContext, session: MemberSession, member_id: ObjectId) -> None:
     """After binding: the same token now speaks for the member."""
     await ctx.redis.hset(_key(session.token_hash), "member_id", str(member_id))
@@ -91,3 +80,46 @@ async def revoke_member(ctx: AppContext, member_id: ObjectId) -> int:
         await ctx.redis.delete(*[_key(h.decode()) for h in hashes])
     await ctx.redis.delete(_member_key(member_id))
     return len(hashes)
+
+
+# One round trip for what every API request needs: count the IP, load and
+# slide the session, count its user (fixed one-minute windows).
+_ADMIT = """
+local function hit(key, window)
+  local n = redis.call('INCR', key)
+  if n == 1 then redis.call('EXPIRE', key, window) end
+  return n
+end
+local window, bucket = tonumber(ARGV[1]), ARGV[2]
+local ip = hit('rl:api:ip:' .. ARGV[3] .. ':' .. bucket, window)
+if #KEYS == 0 then return {ip, 0, {}} end
+local session = redis.call('HGETALL', KEYS[1])
+if #session == 0 then return {ip, 0, session} end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+local openid = redis.call('HGET', KEYS[1], 'openid')
+return {ip, hit('rl:api:user:' .. openid .. ':' .. bucket, window), session}
+"""
+
+
+@dataclass
+class Admission:
+    ip_count: int
+    user_count: int
+    session: MemberSession | None
+    retry_after: int
+
+
+async def admit(ctx: AppContext, ip: str, token: str | None, window: int = 60) -> Admission:
+    """Count the request against the IP and the token's user, and load the session."""
+    now = time.time()
+    token_hash = hash_token(token) if token else None
+    keys = [_key(token_hash)] if token_hash else []
+    ip_count, user_count, raw = await ctx.redis.eval(
+        _ADMIT, len(keys), *keys, window, int(now // window), ip, ctx.settings.api.token_ttl_seconds)
+    session = None
+    if raw:
+        text = {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)}
+        member = text.get("member_id")
+        session = MemberSession(token_hash, text["openid"], text.get("unionid") or None,
+                                ObjectId(member) if member else None, text.get("session_key", ""))
+    return Admission(int(ip_count), int(user_count), session, max(1, window - int(now) % window))

@@ -184,9 +184,11 @@ async def seed_users(env: dict[str, str], message: str, users: int) -> list[str]
     openids = [f"oBench{i:06d}" for i in range(users)]
     if message == "help":
         return openids
+    from datetime import date, timedelta
+
     from models import ensure_indexes
-    from tests.factories import member_fields
     from wxbackend.context import AppContext
+    from wxbackend.idcard import make_id_card
     from wxbackend.services import binding, members, orgs
     from wxbackend.services.access import Actor
     from wxbackend.settings import load_settings
@@ -200,10 +202,13 @@ async def seed_users(env: dict[str, str], message: str, users: int) -> list[str]
                                  category="organ", code="BENCH")
         branch = await orgs.create(ctx, system, root["_id"], name="压测第一党支部",
                                    org_type="branch", category="organ", code="BENCH-1")
-        for openid in openids:
-            raw = member_fields(f"党员{openid[-4:]}")
+        for i, openid in enumerate(openids):
+            born = date(1980, 1, 1) + timedelta(days=i // 500)  # 500 order codes a day
+            raw = {"name": f"党员{i:04d}", "id_card": make_id_card("350203", born, i % 500, "男"),
+                   "gender": "男", "party_status": "正式党员", "category": "在职",
+                   "joined_on": "2005-07-01", "full_on": "2006-07-01"}
             await members.create(ctx, system, branch["_id"], raw)
-            await binding.bind(ctx, "oa", openid, None, raw["name"], raw["id_card"], raw["phone"], "")
+            await binding.bind(ctx, "oa", openid, None, raw["name"], raw["id_card"], "", "")
     finally:
         await ctx.close()
     return openids

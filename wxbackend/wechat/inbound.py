@@ -109,10 +109,6 @@ class CallbackCrypto:
         self._wx = WeChatCrypto(token, aes_key, appid) if aes_key else None
         self._prp = _StrictPrpCrypto(self._wx.key) if self._wx else None
 
-    @property
-    def safe_mode_ready(self) -> bool:
-        return self._prp is not None
-
     def check_signature(self, signature: str, timestamp: str, nonce: str) -> None:
         """Plain mode: sha1(sorted(token, timestamp, nonce))."""
         if not _same(sign(self.token, timestamp, nonce), signature):

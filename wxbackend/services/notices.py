@@ -143,7 +143,7 @@ async def _fan_out_members(ctx: AppContext, notice: dict[str, Any], message: dic
     position = notice["fanout"]["position"]
     if notice["fanout"]["generation"] != tree.generation:
         position = 0  # the tree changed since the last run: start over (keys dedupe)
-    added = 0
+    added, planned = 0, []
     while position < len(nodes):
         if jobs.is_stopping(ctx):
             raise jobs.Retry(defer=1)
@@ -155,10 +155,11 @@ async def _fan_out_members(ctx: AppContext, notice: dict[str, Any], message: dic
         people = await recipients_model.members_in_orgs(ctx.db, chunk)
         active = [m["_id"] for m in people if m.get("state") == "active"]
         # Batches of recipients: the workers write the outbox documents as they send.
-        result = await notify.plan(ctx, message, subject, active, notice_id=notice["_id"])
+        result = await notify.plan(ctx, message, subject, active, notice_id=notice["_id"], hold=planned)
         added += result.planned
         await notices_model.update_if(ctx.db, notice["_id"], {"state": "fanout"}, {"$set": {
             "fanout": {"position": position, "generation": tree.generation}}})
+    await notify.enqueue_batches(ctx, planned)
     return added
 
 

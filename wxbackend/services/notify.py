@@ -468,7 +468,8 @@ def make_batches(ctx: AppContext, ids: list[ObjectId], *, due_at: datetime | Non
 
 
 async def plan(ctx: AppContext, message: dict[str, Any], subject: str, member_ids: list[ObjectId],
-               user_ids: list[ObjectId] = (), notice_id: ObjectId | None = None) -> NotifyResult:
+               user_ids: list[ObjectId] = (), notice_id: ObjectId | None = None,
+               hold: list[dict[str, Any]] | None = None) -> NotifyResult:
     """A big fan-out: batches of recipients whose outbox documents the delivering worker writes.
 
     Queued (durably, in ``notify_batches``) in the time it takes to write one
@@ -476,7 +477,10 @@ async def plan(ctx: AppContext, message: dict[str, Any], subject: str, member_id
     to a 5,000-member subtree is queued in about a second; the worker writes
     each batch's documents (choosing each channel then) right before sending.
     ``result.planned`` counts the recipients; duplicates and inactive members
-    are found by the worker.
+    are found by the worker. With ``hold`` the batches are recorded but their
+    jobs are left to the caller (appended to ``hold``): a fan-out in chunks
+    releases them all at the end, so that deliveries do not compete with it
+    for the database; a crash before that leaves them to the recovery job.
     """
     people = [("members", m) for m in member_ids] + [("users", u) for u in user_ids]
     now = datetime.now(UTC)
@@ -491,7 +495,10 @@ async def plan(ctx: AppContext, message: dict[str, Any], subject: str, member_id
                                  "members": [p for kind, p in chunk if kind == "members"],
                                  "users": [p for kind, p in chunk if kind == "users"]}})
     await batches_model.insert_many(ctx.db, batches)
-    await enqueue_batches(ctx, batches)
+    if hold is None:
+        await enqueue_batches(ctx, batches)
+    else:
+        hold.extend(batches)
     return NotifyResult(message_id=message["_id"], planned=len(people))
 
 

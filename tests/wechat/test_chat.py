@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from models import members as members_model
@@ -108,3 +109,18 @@ async def test_reply_text_cannot_break_out_of_cdata(ctx, city, oa_url):
     await bound_member(ctx, city, "o-cdata")
     content = (await say(oa_url, text_xml("o-cdata", "我的支部")))["Content"]
     assert "所在党组织：支部]]><Evil>x</Evil>" in content
+
+
+async def test_branch_card_is_reused_briefly_then_refreshed(ctx, city, oa_url, monkeypatch):
+    from wxbackend.services import chat
+
+    monkeypatch.setattr(chat, "BRANCH_CARD_TTL", 0.5)
+    await bound_member(ctx, city, "o-card")
+    first = (await say(oa_url, text_xml("o-card", "我的支部")))["Content"]
+    assert "在册党员：1名" in first
+    await members.create(ctx, SYSTEM, city.org("branch_a1"), member_fields("新党员"))
+    again = (await say(oa_url, text_xml("o-card", "我的支部")))["Content"]
+    assert again == first  # within the TTL: no database read
+    await asyncio.sleep(0.6)
+    later = (await say(oa_url, text_xml("o-card", "我的支部")))["Content"]
+    assert "在册党员：2名" in later

@@ -15,6 +15,7 @@ they register their own when they land.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from models.enums import MEMBER_STATES, PARTY_STATUSES
@@ -27,6 +28,9 @@ MENU_MY_BRANCH = "MY_BRANCH"
 MENU_BIND = "BIND"
 MENU_HELP = "HELP"
 BIND_PATH = "/wechat/oa/bind"
+# How long a process reuses a branch's name, secretary and counters (seconds), and how many it keeps.
+BRANCH_CARD_TTL = 30.0
+BRANCH_CARDS_MAX = 20_000
 NOT_BOUND = "您还没有绑定党员身份。"
 
 
@@ -95,8 +99,28 @@ async def on_my_branch(ctx: AppContext, msg: Inbound) -> Reply:
     if member["state"] != "active":
         label = MEMBER_STATES.get(member["state"], member["state"])
         return Text(f"您的党员档案状态为“{label}”，不再显示支部信息。如有疑问请联系原所在党支部。")
-    org = await orgs.get(ctx, member["org_id"])
+    org = await branch_card(ctx, member["org_id"])
     return Text(branch_summary(member, org))
+
+
+async def branch_card(ctx: AppContext, org_id: Any) -> dict[str, Any]:
+    """Name, secretary and counters of a branch, as chat shows them; cached briefly.
+
+    Asked for on every 我的支部, the same branch by all its members: a process
+    reads it from the database at most once per ``BRANCH_CARD_TTL`` seconds
+    (so a new secretary or count shows within that time).
+    """
+    cards: dict[Any, tuple[float, dict[str, Any]]] = ctx.caches.setdefault("chat.branch_cards", {})
+    now = time.monotonic()
+    hit = cards.get(org_id)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    org = await orgs.get(ctx, org_id)
+    card = {k: org.get(k) for k in ("name", "secretary", "member_count", "full_member_count")}
+    if len(cards) >= BRANCH_CARDS_MAX:
+        cards.clear()
+    cards[org_id] = (now + BRANCH_CARD_TTL, card)
+    return card
 
 
 @router.scene_prefix(checkin.SCENE_PREFIX)

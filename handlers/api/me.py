@@ -9,7 +9,7 @@ from bson import ObjectId
 
 from handlers.api.base import ApiHandler, api_route, endpoint
 from handlers.api.schemas import Page, PageQuery, Schema
-from models.enums import ORG_TYPES
+from models.enums import MEMBER_CATEGORIES, ORG_TYPES, PARTY_STATUSES
 from wxbackend.services import members, mpauth, timeline
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=30)]
@@ -91,14 +91,13 @@ def profile(ctx: Any, member: dict[str, Any], branch_name: str) -> MemberProfile
     """The owner's view: the owner sees their own personal data unmasked."""
     clear = {"id_card": ctx.cipher.decrypt(member["id_card_enc"], purpose="id_card"),
              "phone": ctx.cipher.decrypt(member["phone_enc"], purpose="phone") if member.get("phone_enc") else None}
-    shown = members.present(ctx, member)
     return MemberProfile(
         id=str(member["_id"]), name=member["name"], gender=member.get("gender"),
         ethnicity=member.get("ethnicity"), birth_date=member.get("birth_date"),
         education=member.get("education"), id_card=clear["id_card"], phone=clear["phone"],
-        party_status=member["party_status"], party_status_label=shown["party_status_label"],
+        party_status=member["party_status"], party_status_label=PARTY_STATUSES[member["party_status"]],
         joined_on=member.get("joined_on"), full_on=member.get("full_on"),
-        category_label=shown["category_label"],
+        category_label=MEMBER_CATEGORIES.get(member.get("category"), ""),
         branch=OrgBrief(id=str(member["org_id"]), name=branch_name),
         bindings=Bindings(official_account=bool(member.get("oa_openid")),
                           mini_program=bool(member.get("mp_openid"))))

@@ -25,7 +25,11 @@ Hence few index entries per document:
 - ``(status, next_at)``: recovery, pruning, and the outbox's time-ordered pages;
 - ``(scope, status, _id)`` *sparse*: the outbox page of a subtree for what
   admins act on. Only failed and undeliverable documents carry ``scope``, so
-  the bulk (queued, sent) pays nothing for it.
+  the bulk (queued, sent) pays nothing for it. Moving an organisation
+  rewrites ``org_ancestors`` (as in every scoped collection) but not
+  ``scope``: pages check ``org_ancestors``, so a moved branch's old failures
+  leave the old committee's page (and do not join the new one's);
+- ``org_id``: what moving an organisation needs.
 
 Example::
 
@@ -55,6 +59,8 @@ register(COLLECTION, [
     IndexModel([("owner", ASCENDING), ("kind", ASCENDING), ("subject", ASCENDING)], unique=True),
     IndexModel([("status", ASCENDING), ("next_at", ASCENDING)]),
     IndexModel([("scope", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)], sparse=True),
+    # Moving an organisation rewrites its documents' org_ancestors ({"org_id": ...}).
+    IndexModel([("org_id", ASCENDING)]),
 ], scoped=True)
 
 # What a delivery needs of a notification (not the inbox fields).

@@ -169,3 +169,28 @@ async def test_an_admin_retries_a_failed_one(ctx, town, sandbox):
     assert await statuses(ctx, result.ids) == {"sent": 1}
     counts = await outbox.day_counts(ctx, secretary, town.org("branch_a1"), days=1)
     assert (counts[0]["sent"], counts[0]["failed"]) == (1, 0)
+
+
+async def test_a_late_chat_reply_refused_for_a_passing_reason_is_sent_by_a_worker(ctx, town, sandbox):
+    import asyncio
+
+    from wxbackend.wechat import background
+    from wxbackend.wechat.late_reply import late_reply
+    from wxbackend.wechat.router import Text
+
+    await sandbox.follow("oLateChat")
+    await sandbox.fault("/cgi-bin/message/custom/send", errcode=-1, times=1)
+    work = asyncio.get_running_loop().create_future()
+    work.set_result(Text("这是迟到的回复"))
+    await background.send_late_reply(ctx, "oLateChat", work)
+    assert await sandbox.outbox(kind="custom") == []  # the direct try failed
+    await drain(ctx, horizon=10)
+    assert [m["body"]["text"]["content"] for m in await sandbox.outbox(kind="custom")] == ["这是迟到的回复"]
+    # A full quota is not retried; a stale reply is not sent.
+    await sandbox.fault("/cgi-bin/message/custom/send", errcode=45009, times=1)
+    work = asyncio.get_running_loop().create_future()
+    work.set_result(Text("配额用尽"))
+    await background.send_late_reply(ctx, "oLateChat", work)
+    assert await ctx.redis.zcard(ctx.settings.jobs.queue_name) == 0
+    assert await late_reply(ctx, "oLateChat", "过时的回复", time.time() - 3600) is False
+    assert len(await sandbox.outbox(kind="custom")) == 1

@@ -116,7 +116,9 @@ async def _scoped_page(ctx: AppContext, result: OutboxPage, start: datetime, end
         found = await outbox_model.scoped_window(ctx.db, result.org["_id"], result.status, w_low,
                                                  high, want + 1)
         read = found[:want]
-        result.rows.extend(r for r in read if not result.kind or r["kind"] == result.kind)
+        # org_ancestors, not scope, is rewritten when an organisation moves.
+        result.rows.extend(r for r in read if (not result.kind or r["kind"] == result.kind)
+                           and result.org["_id"] in (r.get("org_ancestors") or []))
         if read and (len(found) > want or len(result.rows) >= limit):
             result.next_cursor = str(read[-1]["_id"])  # go on below the last row read
             return

@@ -4,8 +4,9 @@ A callback that cannot finish within its budget answers ``success`` at once;
 its handler keeps running here and its reply reaches the member as a
 customer-service message (``/cgi-bin/message/custom/send``). asyncio keeps
 only weak references to tasks, so the running ones are held in a set on the
-context until they finish; failures are logged, never raised. (The job queue
-of the notifications issue will take this over.)::
+context until they finish; failures are logged, never raised, and a reply
+refused for a passing reason is tried again by a worker
+(:mod:`wxbackend.wechat.late_reply`)::
 
     spawn(ctx, send_late_reply(ctx, openid, task), "late reply")
     await drain(ctx)          # tests and shutdown: wait for what is running
@@ -73,5 +74,8 @@ async def send_late_reply(ctx: AppContext, openid: str, work: asyncio.Future[Rep
         log.warning("late reply not delivered", extra={"fields": {
             "openid": openid, "error": exc.__class__.__name__,
             "errcode": getattr(exc, "errcode", None), "errmsg": getattr(exc, "errmsg", str(exc))}})
+        from wxbackend.wechat.late_reply import retry_later  # the job queue tries again
+
+        await retry_later(ctx, openid, reply.as_text(), exc)
         return
     log.info("late reply sent as customer-service message", extra={"fields": {"openid": openid}})

@@ -178,6 +178,21 @@ async def test_rebuilt_rollups_equal_the_maintained_ones(ctx, city, a1_members):
     assert rebuilt == maintained == {city.org("root"): 2, city.org("district_a"): 1, city.org("district_b"): 1}
 
 
+async def test_moving_a_branch_carries_its_compliant_months_to_the_new_committee(ctx, city, a1_members):
+    from wxbackend.services import orgs
+
+    await compliance.meeting_finished(ctx, await held(ctx, city.branch_a1, "theme_day", FEB, a1_members,
+                                                      present=a1_members))
+    await orgs.move(ctx, actor_of(city, "city"), city.org("branch_a1"), city.org("district_b"))
+    assert await rollup(ctx, city.org("district_a"), "2026-02") == 0
+    assert await rollup(ctx, city.org("district_b"), "2026-02") == 1
+    assert await rollup(ctx, city.org("root"), "2026-02") == 1
+    maintained = await model.rollups_of(ctx.db, [city.org(n) for n in ("root", "district_a", "district_b")],
+                                        "2026-02")
+    rebuilt = await compliance.rebuild_rollups(ctx, "2026-02")
+    assert {k: v for k, v in maintained.items() if v} == rebuilt
+
+
 async def test_compliance_views_are_scoped_and_validate_the_month(ctx, city):
     with pytest.raises(Forbidden):
         await compliance.branch_status(ctx, actor_of(city, "sec_a1"), city.org("branch_b1"), "2026-01")

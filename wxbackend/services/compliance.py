@@ -273,6 +273,20 @@ async def rebuild_rollups(ctx: AppContext, month: str) -> dict[ObjectId, int]:
     return dict(counts)
 
 
+async def subtree_moved(ctx: AppContext, org_ids: list[ObjectId], old_prefix: list[ObjectId],
+                        new_prefix: list[ObjectId]) -> None:
+    """A subtree moved: its compliant branch-months leave the old ancestors' roll-ups
+    and join the new ones' (the subtree's own nodes keep theirs). Called by orgs.move."""
+    per_month: Counter = Counter()
+    for org_id in org_ids:
+        for doc in await model.of_org_months(ctx.db, org_id, "0000-00", "9999-99"):
+            per_month[doc["month"]] += 1 if doc.get("compliant") else 0
+    for month, moved in per_month.items():
+        if moved:
+            await model.adjust_rollups(ctx.db, old_prefix, month, -moved)
+            await model.adjust_rollups(ctx.db, new_prefix, month, moved)
+
+
 # -- what pages show -----------------------------------------------------------------
 
 @dataclass

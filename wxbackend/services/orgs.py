@@ -230,9 +230,13 @@ async def move(ctx: AppContext, actor: Actor, org_id: ObjectId, new_parent_id: O
         return org
     old_prefix, new_prefix = org["ancestors"], parent["org_ancestors"]
     moved = org["subtree_member_count"]
+    nodes = await orgs_model.subtree(ctx.db, org_id)
     # Counters first leave the old ancestors, then join the new ones.
     await orgs_model.adjust_subtree_counts(ctx.db, old_prefix, -moved)
-    for node in await orgs_model.subtree(ctx.db, org_id):
+    from wxbackend.services import compliance  # here: compliance builds on this module
+
+    await compliance.subtree_moved(ctx, [n["_id"] for n in nodes], old_prefix, new_prefix)
+    for node in nodes:
         path = [*new_prefix, *node["org_ancestors"][len(old_prefix):]]
         await orgs_model.collection(ctx.db).update_one(
             {"_id": node["_id"]},

@@ -68,6 +68,7 @@ JOB_MODULES = [
     "wxbackend.services.digest",
     "wxbackend.services.notices",
     "wxbackend.services.meetings",
+    "wxbackend.wechat.late_reply",
 ]
 
 # Cron schedules are read in China's time zone (no daylight saving: a fixed offset is exact).

@@ -27,6 +27,7 @@ ACTION_LABELS = {
     "member.state": "变更党员状态",
     "user.create": "新建管理员", "user.login": "登录", "user.login_failed": "登录失败",
     "user.locked": "账号锁定",
+    "notice.send": "发布通知公告", "notification.retry": "重新发送消息", "notify.resume": "恢复消息发送",
 }
 
 

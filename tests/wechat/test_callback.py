@@ -28,6 +28,7 @@ from tests.wechat.helpers import (
     resign,
     safe_request,
     say,
+    sha1_sorted,
     text_xml,
 )
 from wxbackend.app import make_app
@@ -72,6 +73,22 @@ async def test_wrong_signature_is_refused_and_nothing_runs(ctx, oa_url):
     assert response.status_code == 403
     assert await nothing_processed(ctx)
     assert await followers_model.get(ctx.db, "o-sig") is None
+
+
+async def test_a_replay_older_than_the_window_is_refused_and_nothing_runs(ctx, oa_url):
+    """A captured, correctly signed delivery sent again after the dedup keys expired."""
+    stale = str(int(time.time()) - ctx.settings.wechat.callback_max_skew_seconds - 60)
+    for make in (plain_request, safe_request):
+        query, body = make(OA, event_xml("o-replay", "subscribe"))
+        query = {**query, "timestamp": stale}
+        query["signature"] = sha1_sorted(OA.token, stale, query["nonce"])
+        if "msg_signature" in query:
+            encrypt = body.decode().split("<Encrypt><![CDATA[")[1].split("]]>")[0]
+            query["msg_signature"] = sha1_sorted(OA.token, stale, query["nonce"], encrypt)
+        response = await post(oa_url, query, body)
+        assert response.status_code == 403
+    assert await nothing_processed(ctx)
+    assert await followers_model.get(ctx.db, "o-replay") is None
 
 
 async def test_wrong_msg_signature_is_refused_and_nothing_runs(ctx, oa_url):

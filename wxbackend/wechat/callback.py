@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -87,6 +88,25 @@ def verify_url(ctx: AppContext, query: Mapping[str, str]) -> str:
     return echostr
 
 
+def check_fresh(ctx: AppContext, timestamp: str) -> None:
+    """Refuse a signed delivery replayed later than the dedup keys remember it.
+
+    WeChat retries within seconds; a captured request sent again after the
+    dedup TTL would otherwise run its effects twice. The signature covers the
+    timestamp, so it cannot be moved. The window must stay shorter than
+    ``dedup_ttl_seconds``: within it dedup catches a replay, beyond it this does.
+    """
+    window = ctx.settings.wechat.callback_max_skew_seconds
+    if window <= 0:
+        return
+    try:
+        skew = abs(time.time() - int(timestamp))
+    except ValueError:
+        raise bad_request("bad_timestamp") from None
+    if skew > window:
+        raise CallbackError(403, "stale_timestamp")
+
+
 def check_size(ctx: AppContext, content_length: str | None, body: bytes) -> None:
     """413 before any parsing: by the declared length and by what actually came."""
     limit = ctx.settings.wechat.callback_max_bytes
@@ -112,6 +132,7 @@ async def handle_post(ctx: AppContext, query: Mapping[str, str], body: bytes,
             raise bad_request("unknown_encrypt_type")
         crypto.check_signature(_param(query, "signature"), timestamp, nonce)
         xml = decode_body(body)
+    check_fresh(ctx, timestamp)
     msg = parse_inbound(xml)
     reply_xml = await answer(ctx, msg)
     if reply_xml is None:

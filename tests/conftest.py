@@ -47,6 +47,10 @@ def make_settings(servers: EmbeddedServers, data_dir: Path, **extra: str) -> Set
         "WXB_SECURITY_SECRET_KEY": secrets.token_urlsafe(40),
         "WXB_SECURITY_FIELD_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "WXB_SECURITY_LOGIN_MAX_FAILURES": "5",
+        # A cheap argon2 profile: the suite hashes thousands of passwords.
+        "WXB_SECURITY_PASSWORD_TIME_COST": "1",
+        "WXB_SECURITY_PASSWORD_MEMORY_KIB": "64",
+        "WXB_SECURITY_PASSWORD_PARALLELISM": "1",
         **extra,
     }
     return load_settings(environ=environ)

@@ -12,6 +12,7 @@ expiry, so any server process can read them and logout revokes at once::
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import re
 import secrets
@@ -31,22 +32,36 @@ from wxbackend.errors import Conflict, InvalidInput, TooManyRequests, Unauthoriz
 from wxbackend.services import audit
 from wxbackend.services.access import Actor, Role
 
-_hasher = PasswordHasher()
 USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 MIN_PASSWORD = 10
-# A hash of a random password, verified against when the username is unknown so
-# that a wrong username takes as long as a wrong password.
-_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
 
 
-async def hash_password(password: str) -> str:
-    return await asyncio.get_running_loop().run_in_executor(None, _hasher.hash, password)
+@functools.cache
+def _hasher(time_cost: int, memory_kib: int, parallelism: int) -> tuple[PasswordHasher, str]:
+    """The hasher for the configured cost, with a hash of a random password that
+    an unknown username is verified against, so that it takes as long as a wrong
+    password. Existing hashes carry their own parameters and keep verifying."""
+    hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
+    return hasher, hasher.hash(secrets.token_hex(16))
 
 
-async def _verify(hashed: str, password: str) -> bool:
+def _hasher_for(ctx: AppContext) -> tuple[PasswordHasher, str]:
+    security = ctx.settings.security
+    return _hasher(security.password_time_cost, security.password_memory_kib,
+                   security.password_parallelism)
+
+
+async def hash_password(ctx: AppContext, password: str) -> str:
+    hasher, _ = _hasher_for(ctx)
+    return await asyncio.get_running_loop().run_in_executor(None, hasher.hash, password)
+
+
+async def _verify(ctx: AppContext, hashed: str | None, password: str) -> bool:
+    hasher, dummy = _hasher_for(ctx)
+
     def check() -> bool:
         try:
-            return _hasher.verify(hashed, password)
+            return hasher.verify(hashed or dummy, password) and hashed is not None
         except (VerificationError, InvalidHashError):
             return False
     return await asyncio.get_running_loop().run_in_executor(None, check)
@@ -78,7 +93,7 @@ async def create_user(ctx: AppContext, actor: Actor, *, username: str, password:
         org_paths.append(org["org_ancestors"])
     now = datetime.now(UTC)
     doc = {"_id": ObjectId(), "username": username, "display_name": display_name.strip() or username,
-           "password_hash": await hash_password(password),
+           "password_hash": await hash_password(ctx, password),
            "roles": [{"role": r, "org_id": o} for r, o in roles],
            "active": True, "created_at": now, "updated_at": now}
     try:
@@ -105,7 +120,7 @@ async def authenticate(ctx: AppContext, username: str, password: str, ip: str) -
         raise TooManyRequests("account_locked", f"登录失败次数过多，账号已锁定，请{(locked_for + 59) // 60}分钟后再试",
                               retry_after=locked_for)
     user = await users_model.by_username(ctx.db, username)
-    ok = await _verify(user["password_hash"] if user else _DUMMY_HASH, password)
+    ok = await _verify(ctx, user["password_hash"] if user else None, password)
     if not ok or not user or not user.get("active", True):
         await _count_failure(ctx, user, username, ip)
         raise Unauthorized("login_failed", "用户名或密码错误")

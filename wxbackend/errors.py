@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from bson import ObjectId
+from bson.errors import InvalidId
+
 
 class DomainError(Exception):
     """A rule was violated. Rendered as ``{"error": {"code", "message"}}``."""
@@ -65,3 +68,13 @@ class TooManyRequests(DomainError):
 
 class Unavailable(DomainError):
     status = 503
+
+
+def object_id(raw: str | ObjectId, code: str, message: str) -> ObjectId:
+    """An id from a URL, form or body; a malformed one names nothing: NotFound."""
+    if isinstance(raw, ObjectId):
+        return raw
+    try:
+        return ObjectId(raw)
+    except (InvalidId, TypeError):
+        raise NotFound(code, message) from None

@@ -57,6 +57,7 @@ from wxbackend.errors import (
     NotFound,
     Unauthorized,
     Unavailable,
+    object_id,
 )
 from wxbackend.services import audit, checkin_batch, mpsessions
 from wxbackend.services.access import Actor
@@ -97,12 +98,7 @@ class CheckinResult:
 
 
 def parse_meeting_id(raw: str | ObjectId) -> ObjectId:
-    if isinstance(raw, ObjectId):
-        return raw
-    try:
-        return ObjectId(raw)
-    except (InvalidId, TypeError):
-        raise NotFound("meeting_not_found", "会议不存在") from None
+    return object_id(raw, "meeting_not_found", "会议不存在")
 
 
 # -- the rules ----------------------------------------------------------------------

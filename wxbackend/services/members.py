@@ -33,7 +33,7 @@ from models.enums import (
     parse_label,
 )
 from wxbackend.context import AppContext
-from wxbackend.errors import Conflict, Forbidden, InvalidInput, NotFound
+from wxbackend.errors import Conflict, Forbidden, InvalidInput, NotFound, object_id
 from wxbackend.fieldcrypto import mask_id_card, mask_phone
 from wxbackend.idcard import normalise_id_card, parse_id_card
 from wxbackend.services import audit, orgs, orgtree
@@ -178,12 +178,7 @@ def new_document(ctx: AppContext, clean: dict[str, Any], org: dict[str, Any]) ->
 
 
 def parse_id(raw: str | ObjectId) -> ObjectId:
-    if isinstance(raw, ObjectId):
-        return raw
-    try:
-        return ObjectId(raw)
-    except (InvalidId, TypeError):
-        raise NotFound("member_not_found", "找不到该党员") from None
+    return object_id(raw, "member_not_found", "找不到该党员")
 
 
 async def create(ctx: AppContext, actor: Actor, org_id: ObjectId, fields: dict[str, Any]) -> dict[str, Any]:

@@ -24,13 +24,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
-from bson.errors import InvalidId
 
 from models import notices as notices_model
 from models import notify_recipients as recipients_model
 from wxbackend import jobs
 from wxbackend.context import AppContext
-from wxbackend.errors import InvalidInput, NotFound
+from wxbackend.errors import InvalidInput, NotFound, object_id
 from wxbackend.services import audit, notify, orgs, orgtree
 from wxbackend.services.access import Actor
 
@@ -51,12 +50,7 @@ notify.register_kind(notify.Kind(
 
 
 def parse_id(raw: str | ObjectId) -> ObjectId:
-    if isinstance(raw, ObjectId):
-        return raw
-    try:
-        return ObjectId(raw)
-    except (InvalidId, TypeError):
-        raise NotFound("notice_not_found", "找不到该通知公告") from None
+    return object_id(raw, "notice_not_found", "找不到该通知公告")
 
 
 def _clean(audience: str, title: str, body: str) -> tuple[str, str]:

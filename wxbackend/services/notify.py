@@ -56,7 +56,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bson import ObjectId
-from bson.errors import InvalidId
 
 from models import notices as notices_model
 from models import notifications as outbox_model
@@ -67,7 +66,7 @@ from models import notify_recipients as recipients_model
 from models import notify_stats as stats_model
 from wxbackend import jobs
 from wxbackend.context import AppContext
-from wxbackend.errors import InvalidInput, NotFound
+from wxbackend.errors import InvalidInput, NotFound, object_id
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 # Outbox documents written per insert_many (SecantusDB inserts ~2,000-3,000 a second).
@@ -530,12 +529,7 @@ async def enqueue_batches(ctx: AppContext, batches: list[dict[str, Any]]) -> int
 # -- inboxes -------------------------------------------------------------------------------
 
 def parse_id(raw: str | ObjectId) -> ObjectId:
-    if isinstance(raw, ObjectId):
-        return raw
-    try:
-        return ObjectId(raw)
-    except (InvalidId, TypeError):
-        raise NotFound("notification_not_found", "找不到该通知") from None
+    return object_id(raw, "notification_not_found", "找不到该通知")
 
 
 @dataclass

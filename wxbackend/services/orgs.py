@@ -16,14 +16,13 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from bson import ObjectId
-from bson.errors import InvalidId
 
 from models import SCOPED_COLLECTIONS
 from models import members as members_model
 from models import orgs as orgs_model
 from models.enums import ORG_CATEGORIES, ORG_PARENT_TYPES, ORG_TYPES, term_years_for
 from wxbackend.context import AppContext
-from wxbackend.errors import Conflict, DomainError, InvalidInput, NotFound
+from wxbackend.errors import Conflict, DomainError, InvalidInput, NotFound, object_id
 from wxbackend.services import audit, orgtree
 from wxbackend.services.access import Actor
 
@@ -31,12 +30,7 @@ MAX_NAME = 60
 
 
 def parse_id(raw: str | ObjectId, code: str = "org_not_found") -> ObjectId:
-    if isinstance(raw, ObjectId):
-        return raw
-    try:
-        return ObjectId(raw)
-    except (InvalidId, TypeError):
-        raise NotFound(code, "找不到该组织") from None
+    return object_id(raw, code, "找不到该组织")
 
 
 async def get(ctx: AppContext, org_id: ObjectId) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import tornado.escape
 import tornado.web
 
 from handlers.admin_base import AdminHandler
+from models import orgs as orgs_model
 from wxbackend.errors import Conflict, InvalidInput
 from wxbackend.services import notices, notify, notify_delivery, notify_inbox, orgs, orgtree, outbox
 
@@ -70,8 +71,14 @@ class NoticeHandler(AdminHandler):
 class OutboxHandler(AdminHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
-        org = await orgs.view(self.ctx, self.actor, self.get_query_argument("org", "") or self.home_org())
         arg = self.get_query_argument
+        org_id = arg("org", "") or self.home_org()
+        if arg("code", "").strip():  # the organisation filter, by its code
+            found = await orgs_model.get_by_code(self.ctx.db, arg("code").strip())
+            if found is None:
+                raise InvalidInput("org_code_unknown", "找不到该组织编码")
+            org_id = found["_id"]
+        org = await orgs.view(self.ctx, self.actor, org_id)
         result = await outbox.page(self.ctx, self.actor, org["_id"], day=arg("day", ""),
                                    status=arg("status", "failed"), kind=arg("kind", ""),
                                    cursor=arg("cursor", None))

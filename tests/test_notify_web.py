@@ -136,6 +136,10 @@ async def test_the_outbox_page_shows_failures_with_wechats_error_and_retries_the
         "recipients": 2, "delivered": 2, "inbox": 0, "failed": 0, "read": 0}
     page = await web.get("/admin/outbox")
     assert 'id="day-counts"' in page.text and "已送达" in page.text
+    by_code = await web.get("/admin/outbox?code=A1&status=sent")
+    assert by_code.status_code == 200 and by_code.text.count("已送达</td>") == 2
+    assert (await web.get("/admin/outbox?code=B1")).status_code == 403  # outside the secretary's branch
+    assert (await web.get("/admin/outbox?code=NOPE")).status_code == 400
     # An auditor sees the outbox but may not retry.
     await sandbox.fault(TEMPLATE_API, errcode=-1, times=1)
     await notices.send(ctx, actor_of(city, "east"), city.org("branch_a1"), "members", "再次通知", "请学习。")

@@ -22,13 +22,18 @@ import os
 import secrets
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from wxbackend.context import AppContext
-from wxbackend.embedded import EmbeddedServers
+from wxbackend.embedded import EmbeddedServers, free_port
 from wxbackend.settings import Settings, load_settings
 
 DEFAULT_DATABASE = "wxbackend"
@@ -127,3 +132,35 @@ def percentile(values: list[float], p: float) -> float:
 def figures(samples_ms: list[float]) -> dict[str, float]:
     return {"median": statistics.median(samples_ms), "p99": percentile(samples_ms, 99),
             "min": min(samples_ms), "max": max(samples_ms)}
+
+
+def start_server(environ: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
+    """``python -m wxbackend serve`` on a free port, once its /healthz answers; (process, base URL)."""
+    port = free_port()
+    env = {**os.environ, "WXB_LOG_FORMAT": "json", **environ}
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "wxbackend", "serve", "--host", "127.0.0.1",
+                                 "--port", str(port)], env=env, stdout=log, stderr=log,
+                                cwd=Path(__file__).resolve().parent.parent)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}; see {log_path}")
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not answer /healthz within 120 s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -34,14 +33,12 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx
 
-from bench._common import add_server_args, bench_env, percentile
+from bench._common import add_server_args, bench_env, percentile, start_server, stop_server
 from models import ensure_indexes
 from models import meetings as meetings_model
 from models import members as members_model
 from wxbackend.context import AppContext
-from wxbackend.embedded import free_port
 from wxbackend.idcard import make_id_card
 from wxbackend.services import members, mpsessions, orgs
 from wxbackend.services.access import Actor
@@ -80,39 +77,6 @@ async def build(ctx: AppContext, n: int) -> tuple[dict[str, Any], list[str]]:
     tokens = [await mpsessions.open_session(ctx, openid=d["mp_openid"], unionid=None, session_key="k",
                                             member_id=d["_id"]) for d in docs]
     return meeting, tokens
-
-
-def start_server(environ: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, **environ, "WXB_LOG_FORMAT": "json", "WXB_LOG_LEVEL": "WARNING",
-           # One address sends every request here; the per-IP limit is for the Internet.
-           "WXB_API_RATE_PER_IP_PER_MINUTE": "1000000", "WXB_API_RATE_PER_USER_PER_MINUTE": "1000"}
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "wxbackend", "serve", "--host", "127.0.0.1",
-                                 "--port", str(port)], env=env, stdout=log, stderr=log,
-                                cwd=Path(__file__).resolve().parent.parent)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}; see {log_path}")
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not answer /healthz within 60 s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 class Connection:
@@ -234,7 +198,10 @@ async def main() -> int:
         meeting, tokens = await build(ctx, args.members)
         print(f"built {args.members} members, their sessions and the meeting in "
               f"{time.perf_counter() - started:.1f} s")
-        servers = [start_server(env.environ, env.data_dir / f"bench-checkin-server-{i}.log")
+        # One address sends every request here; the per-IP limit is for the Internet.
+        quiet = {**env.environ, "WXB_LOG_LEVEL": "WARNING", "WXB_API_RATE_PER_IP_PER_MINUTE": "1000000",
+                 "WXB_API_RATE_PER_USER_PER_MINUTE": "1000"}
+        servers = [start_server(quiet, env.data_dir / f"bench-checkin-server-{i}.log")
                    for i in range(args.servers)]
         bases = [base for _, base in servers]
         ok = True

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -29,15 +28,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx
 from pymongo import monitoring
 
-from bench._common import add_server_args, bench_env, figures
+from bench._common import add_server_args, bench_env, figures, start_server, stop_server
 from models import ensure_indexes
 from models import orgs as orgs_model
 from tests.webclient import WebClient
 from wxbackend.context import AppContext
-from wxbackend.embedded import free_port
 from wxbackend.services import members, orgtree, seed
 from wxbackend.services.access import Actor
 
@@ -101,38 +98,6 @@ async def pick_targets(ctx: AppContext) -> list[tuple[str, dict[str, Any], str |
             ("district, first page", district, None),
             ("district, second page", district, cursor),
             ("largest branch, first page", await orgs_model.get(ctx.db, largest["_id"]), None)]
-
-
-def start_server(environ: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, **environ, "WXB_LOG_FORMAT": "json"}
-    log = log_path.open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "wxbackend", "serve", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=log, stderr=log,
-                            cwd=Path(__file__).resolve().parent.parent)
-    log.close()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}; see {log_path}")
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not answer /healthz within 60 s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 async def get_page(web: WebClient, url: str) -> int:

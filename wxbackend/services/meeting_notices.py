@@ -127,7 +127,8 @@ async def send(ctx: AppContext, meeting: dict[str, Any], kind: str,
         if notify is not None:
             result = await notify.notify(ctx, [notify.Recipient(member_id=m) for m in recipients],
                                          kind, data, subject=subject_of(meeting, kind))
-            return Sent(ok=result.created - result.undeliverable,
+            # A big fan-out is planned for the workers rather than created here.
+            return Sent(ok=result.created + result.planned - result.undeliverable,
                         skipped=result.undeliverable + result.skipped)
         return await _send_directly(ctx, recipients, kind, data)
     except Exception:

@@ -253,3 +253,10 @@ async def test_repeated_query_parameters_are_refused(api, sandbox, member):
     token = await bound_token(api, sandbox, member)
     answer = await api.get(f"{API}/me/timeline?limit=abc&limit=5", headers=bearer(token))
     assert answer.status_code == 400 and answer.json()["error"]["details"][0]["field"] == "limit"
+
+
+@pytest.mark.parametrize("code", ["\u0019", "a b", "\u4e2d\u6587", "x\n"])
+async def test_login_codes_that_are_not_printable_ascii_are_400(api, sandbox, code):
+    answer = await api.post(f"{API}/auth/login", json={"code": code})
+    assert answer.status_code == 400 and answer.json()["error"]["code"] in ("invalid_request", "bad_code")
+    assert sandbox.calls("/sns/jscode2session") == 0

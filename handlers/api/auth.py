@@ -12,7 +12,7 @@ from wxbackend.services import mpauth, mpsessions
 
 
 class LoginRequest(Schema):
-    code: Annotated[str, msgspec.Meta(min_length=1, max_length=128, description="wx.login 返回的 code")]
+    code: Annotated[str, msgspec.Meta(pattern="^[!-~]{1,128}$", description="wx.login 返回的 code")]
 
 
 class MemberBrief(Schema):

@@ -53,7 +53,7 @@ class BindRequest(Schema):
 
 
 class PhoneRequest(Schema):
-    code: Annotated[str, msgspec.Meta(max_length=256, description="getPhoneNumber 返回的 code")] | None = None
+    code: Annotated[str, msgspec.Meta(pattern="^[!-~]{1,256}$", description="getPhoneNumber 返回的 code")] | None = None
     encrypted_data: Base64Text | None = None
     iv: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/]{22}==$")] | None = None
 

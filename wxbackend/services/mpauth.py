@@ -12,6 +12,7 @@ recognised by the unionid and linked without asking again::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,7 +43,8 @@ class LoginResult:
 
 
 async def login(ctx: AppContext, code: str, ip: str) -> LoginResult:
-    if not code or len(code) > 128:
+    # WeChat's codes are printable ASCII; anything else never reaches WeChat.
+    if not re.fullmatch(r"[!-~]{1,128}", code or ""):
         raise InvalidInput("bad_code", "登录凭证格式不正确")
     try:
         session = await mp_client(ctx).code2session(code)

@@ -29,7 +29,6 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -63,14 +62,11 @@ FIELD_LABELS = {"title": "会议名称", "topic": "会议主题", "agenda": "议
 NOTICE_FIELDS = ("start", "end", "place", "online_link")
 
 
-def _compliance() -> Any | None:
-    """B's compliance module, when it exists (it is built alongside this one)."""
-    try:
-        return importlib.import_module("wxbackend.services.compliance")
-    except ModuleNotFoundError as exc:
-        if exc.name != "wxbackend.services.compliance":
-            raise
-        return None
+def _compliance() -> Any:
+    """The compliance service (imported late: it builds on this module)."""
+    from wxbackend.services import compliance
+
+    return compliance
 
 
 def parse_id(raw: str | ObjectId) -> ObjectId:
@@ -322,8 +318,8 @@ async def cancel(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId,
     if cancelled is None:
         raise Conflict("meeting_changed", "会议状态刚刚变化，请刷新后重试")
     checkin.forget(ctx, meeting["_id"])
-    if meeting["status"] == "finished" and (compliance := _compliance()) is not None:
-        await compliance.meeting_unfinished(ctx, cancelled)
+    if meeting["status"] == "finished":
+        await _compliance().meeting_unfinished(ctx, cancelled)
     await audit.record(ctx, actor, "meeting.cancel", "meeting", meeting["_id"], meeting["title"],
                        meeting["org_ancestors"], {"from": meeting["status"], "reason": reason[:200]})
     if meeting["status"] in ("planned", "in_progress"):
@@ -379,9 +375,7 @@ async def finish(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId) -> d
     if done is None:
         raise Conflict("meeting_not_open", "会议已结束或已取消")
     checkin.forget(ctx, meeting["_id"])
-    compliance = _compliance()
-    if compliance is not None:
-        await compliance.meeting_finished(ctx, done)
+    await _compliance().meeting_finished(ctx, done)
     await audit.record(ctx, actor, "meeting.finish", "meeting", meeting["_id"], done["title"],
                        done["org_ancestors"], {"present": done["counts"]["present"]})
     return done

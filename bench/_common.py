@@ -164,3 +164,15 @@ def stop_server(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+async def bench_branch(ctx: AppContext) -> dict:
+    """A committee with one branch for a benchmark's members; the branch document."""
+    from wxbackend.services import orgs
+    from wxbackend.services.access import Actor
+
+    system = Actor.system_actor("bench")
+    root = await orgs.create(ctx, system, None, name="压测市委", org_type="committee",
+                             category="organ", code="BENCH")
+    return await orgs.create(ctx, system, root["_id"], name="压测第一党支部",
+                             org_type="branch", category="organ", code="BENCH-1")

@@ -34,11 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from callback import BARE_APP, Account, load, percentile, server_env, start, stop
 
+from bench._common import bench_branch
 from models import ensure_indexes
 from wxbackend.context import AppContext
 from wxbackend.embedded import EmbeddedServers, free_port
 from wxbackend.idcard import make_id_card
-from wxbackend.services import binding, members, mpsessions, orgs
+from wxbackend.services import binding, members, mpsessions
 from wxbackend.services.access import Actor
 from wxbackend.settings import load_settings
 
@@ -49,10 +50,7 @@ async def bound_tokens(env: dict[str, str], users: int) -> list[str]:
     system = Actor.system_actor("bench")
     try:
         await ensure_indexes(ctx.db)
-        root = await orgs.create(ctx, system, None, name="压测市委", org_type="committee",
-                                 category="organ", code="BENCH")
-        branch = await orgs.create(ctx, system, root["_id"], name="压测第一党支部",
-                                   org_type="branch", category="organ", code="BENCH-1")
+        branch = await bench_branch(ctx)
         tokens = []
         for i in range(users):
             raw = {"name": f"党员{i:04d}", "id_card": make_id_card("350203", date(1980, 1, 1) + timedelta(days=i), 1, "男"),

@@ -186,10 +186,11 @@ async def seed_users(env: dict[str, str], message: str, users: int) -> list[str]
         return openids
     from datetime import date, timedelta
 
+    from bench._common import bench_branch
     from models import ensure_indexes
     from wxbackend.context import AppContext
     from wxbackend.idcard import make_id_card
-    from wxbackend.services import binding, members, orgs
+    from wxbackend.services import binding, members
     from wxbackend.services.access import Actor
     from wxbackend.settings import load_settings
 
@@ -198,10 +199,7 @@ async def seed_users(env: dict[str, str], message: str, users: int) -> list[str]
     system = Actor.system_actor("bench")
     try:
         await ensure_indexes(ctx.db)
-        root = await orgs.create(ctx, system, None, name="压测市委", org_type="committee",
-                                 category="organ", code="BENCH")
-        branch = await orgs.create(ctx, system, root["_id"], name="压测第一党支部",
-                                   org_type="branch", category="organ", code="BENCH-1")
+        branch = await bench_branch(ctx)
         for i, openid in enumerate(openids):
             born = date(1980, 1, 1) + timedelta(days=i // 500)  # 500 order codes a day
             raw = {"name": f"党员{i:04d}", "id_card": make_id_card("350203", born, i % 500, "男"),

@@ -35,7 +35,7 @@ import redis.exceptions
 
 from wxbackend import metrics
 from wxbackend.context import AppContext
-from wxbackend.wechat.autopipe import AutoPipeline
+from wxbackend.wechat.autopipe import DEFAULT_TIMEOUT, AutoPipeline
 from wxbackend.wechat.router import Inbound
 
 log = logging.getLogger("wxbackend.wechat.dedup")
@@ -45,8 +45,9 @@ _PENDING = b"P"
 _NO_REPLY = b"S"
 _REPLY = b"R"
 # How long one Redis call of the dedup may take before we give up on it: the
-# callback must answer well inside WeChat's 5 s even when Redis hangs.
-REDIS_TIMEOUT = 0.5
+# callback must answer well inside WeChat's 5 s even when Redis hangs. The
+# pipeline enforces it on the claim and store; ``wait`` on its own reads.
+REDIS_TIMEOUT = DEFAULT_TIMEOUT
 POLL_SECONDS = 0.02
 REDIS_ERRORS = (redis.exceptions.RedisError, OSError, asyncio.TimeoutError)
 
@@ -84,12 +85,11 @@ class Dedup:
     async def claim(self, key: str) -> tuple[Claim, str | None]:
         """Claim ``key`` or report what an earlier delivery left there."""
         try:
-            async with asyncio.timeout(REDIS_TIMEOUT):
-                (won,) = await self.pipe.run(("set", (key, _PENDING), {"nx": True, "ex": self.ttl}))
-                if won:
-                    return Claim.NEW, None
-                # Taken: a retry or a concurrent delivery (rare), so a second round trip.
-                (value,) = await self.pipe.run(("get", (key,), {}))
+            (won,) = await self.pipe.run(("SET", key, _PENDING, "NX", "EX", self.ttl))
+            if won is not None:
+                return Claim.NEW, None
+            # Taken: a retry or a concurrent delivery (rare), so a second round trip.
+            (value,) = await self.pipe.run(("GET", key))
             answered, reply = _decode(value)
         except REDIS_ERRORS as exc:
             self._degraded("claim", exc)
@@ -104,7 +104,7 @@ class Dedup:
         for it in :meth:`wait`. A failure is logged by the pipeline.
         """
         value = _REPLY + reply_xml.encode() if reply_xml is not None else _NO_REPLY
-        self.pipe.send(("set", (key, value), {"ex": self.ttl}))
+        self.pipe.send(("SET", key, value, "EX", self.ttl))
 
     async def wait(self, key: str, seconds: float) -> str | None:
         """The answer of the delivery that holds the claim, or None after ``seconds``."""

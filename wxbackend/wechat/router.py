@@ -65,7 +65,7 @@ class Inbound:
 
 
 class Reply:
-    """What we answer; subclasses render to wechatpy replies."""
+    """What we answer; subclasses render WeChat's passive-reply XML."""
 
     def render(self, msg: Inbound) -> str:
         raise NotImplementedError
@@ -85,8 +85,13 @@ class Text(Reply):
     content: str
 
     def render(self, msg: Inbound) -> str:
-        return wx_replies.TextReply(source=msg.account, target=msg.openid, time=int(time.time()),
-                                    content=_cdata_safe(self.content)).render()
+        # wechatpy's TextReply.render, written out: its field machinery cost
+        # 15 µs on every chat answer, more than decrypting the message.
+        return ("<xml>\n<MsgType><![CDATA[text]]></MsgType>\n<Content><![CDATA["
+                + _cdata_safe(self.content) + "]]></Content>\n<FromUserName><![CDATA["
+                + _cdata_safe(msg.account) + "]]></FromUserName>\n<ToUserName><![CDATA["
+                + _cdata_safe(msg.openid) + "]]></ToUserName>\n<CreateTime>"
+                + str(int(time.time())) + "</CreateTime>\n</xml>")
 
     def as_text(self) -> str:
         return self.content

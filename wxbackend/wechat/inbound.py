@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import os
 import re
 import secrets
 import struct
@@ -128,7 +129,7 @@ class CallbackCrypto:
     def encrypt_reply(self, xml: str, timestamp: str | None = None) -> str:
         """The safe-mode answer: Encrypt, MsgSignature, TimeStamp, Nonce."""
         assert self._prp is not None
-        nonce = str(secrets.randbelow(10**10))
+        nonce = str(int.from_bytes(os.urandom(4), "big"))  # secrets.randbelow costs 3x more
         timestamp = timestamp or str(int(time.time()))
         encrypt = self._prp.encrypt(xml, self.appid).decode()
         signature = sign(self.token, timestamp, nonce, encrypt)
@@ -153,14 +154,48 @@ def check_safe_xml(text: str) -> None:
         raise bad_request("xml_doctype_or_entity")
 
 
+# WeChat's documents are flat: <xml> holding <Name>text</Name> or
+# <Name><![CDATA[text]]></Name> children. A document of exactly that shape,
+# with no entity, markup, "]]>", carriage return or control character
+# anywhere, means the same to every XML parser, so a regex reads it at a
+# quarter of expat's cost; anything else (nested event fields, entities, a
+# declaration, odd characters) goes to expat, which decides.
+_FLAT_OPEN = re.compile(r"[ \t\n]*<xml>")
+_FLAT_FIELD = re.compile(
+    r"[ \t\n]*<([A-Za-z][A-Za-z0-9_]{0,63})>"
+    r"(?:<!\[CDATA\[((?:[^\]]++|\](?!\]>))*+)\]\]>|((?:[^<&\]]++|\](?!\]>))*+))</\1>")
+_FLAT_CLOSE = re.compile(r"[ \t\n]*</xml>[ \t\n]*\Z")
+_NOT_PLAIN = re.compile("[\x00-\x08\x0b-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _parse_flat(text: str) -> dict[str, str] | None:
+    """:func:`parse_xml`'s answer for a plainly flat document, else None."""
+    opened = _FLAT_OPEN.match(text)
+    if opened is None or _NOT_PLAIN.search(text):
+        return None
+    fields: dict[str, str] = {}
+    pos = opened.end()
+    while (child := _FLAT_FIELD.match(text, pos)) is not None:
+        cdata = child.group(2)
+        fields[child.group(1)] = cdata if cdata is not None else child.group(3)
+        pos = child.end()
+    return fields if _FLAT_CLOSE.match(text, pos) else None
+
+
 def parse_xml(text: str) -> dict[str, str]:
     """The text of each child of a flat ``<xml>`` document (the safe-mode envelope).
 
     expat with DOCTYPE and entity declarations refused by the parser itself (on
-    top of :func:`check_safe_xml`); nested elements are skipped. Cheaper than
-    xmltodict for the two fields an envelope has, which counts on every message.
+    top of :func:`check_safe_xml`); nested elements are skipped. Plainly flat
+    documents, which is what WeChat sends, take :func:`_parse_flat`'s shortcut
+    to the same answer.
     """
     check_safe_xml(text)
+    flat = _parse_flat(text)
+    return flat if flat is not None else _parse_expat(text)
+
+
+def _parse_expat(text: str) -> dict[str, str]:
     fields: dict[str, str] = {}
     depth = [0]
     chunks: list[str] = []

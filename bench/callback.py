@@ -263,6 +263,7 @@ def report(args: argparse.Namespace, rounds: dict[str, list[Round]], sample: byt
     rps = {k: statistics.median(args.requests / r.seconds for r in v) for k, v in rounds.items()}
     cpu = {k: sum(r.cpu for r in v) / (args.requests * len(v)) * 1000 for k, v in rounds.items()}
     latencies = [ms for r in rounds["b"] for ms in r.latencies]
+    bare_latencies = [ms for r in rounds["a"] for ms in r.latencies]
     what = "帮助 from unbound users" if args.message == "help" else "我的支部 from bound members"
     print(f"message: {what} ({args.users} distinct users); {args.rounds} alternating rounds of "
           f"{args.requests} requests each, {args.concurrency} connections; {os.cpu_count()} CPUs, "
@@ -275,6 +276,8 @@ def report(args: argparse.Namespace, rounds: dict[str, list[Round]], sample: byt
           f" per request   (target >= 0.5)")
     print(f"(b) latency ms: p50 {percentile(latencies, 50):.1f}  p90 {percentile(latencies, 90):.1f}"
           f"  p99 {percentile(latencies, 99):.1f}  max {max(latencies):.1f}   (target p99 < 50)")
+    print(f"(a) latency ms: p50 {percentile(bare_latencies, 50):.1f}"
+          f"  p99 {percentile(bare_latencies, 99):.1f}   (for comparison: the load client's share)")
     print("sample reply (decrypted): " + reply["Content"].replace("\n", " / ")[:120])
 
 

@@ -82,13 +82,17 @@ async def test_redis_outage_gives_503_not_a_crash(own_servers, tmp_path):
     web = WebClient(f"http://127.0.0.1:{port}")
     try:
         await web.login("east", ADMIN_PASSWORD)
+        assert (await web.get("/api/v1/me")).status_code == 401  # admitted through Redis, no token
         own_servers.redis.kill()
         health = await web.get("/healthz")
         assert health.status_code == 503 and health.json()["redis"] == "down"
         assert (await web.get("/admin/")).status_code == 503
+        api = await web.get("/api/v1/me")  # the API's pipelined admission
+        assert api.status_code == 503 and api.json()["error"]["code"] == "service_unavailable"
         own_servers.redis.start()
         deadline = time.monotonic() + 20
-        while (await web.get("/healthz")).status_code != 200:
+        while (await web.get("/healthz")).status_code != 200 or (
+                await web.get("/api/v1/me")).status_code != 401:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.3)
     finally:

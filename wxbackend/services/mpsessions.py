@@ -6,7 +6,7 @@ hash, with a sliding expiry. Tokens of a member are indexed so that unbinding
 revokes them all::
 
     token = await open_session(ctx, openid="o1", unionid=None, session_key="...", member_id=None)
-    admission = await admit(ctx, ip, token)   # rate counts + the session, one round trip
+    admission = await admit(ctx, ip, token)   # rate counts + the session, one pipelined EVALSHA
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from bson import ObjectId
 
+from wxbackend.autopipe import AutoPipeline
 from wxbackend.context import AppContext
 
 
@@ -114,8 +115,8 @@ async def admit(ctx: AppContext, ip: str, token: str | None, window: int = 60) -
     now = time.time()
     token_hash = hash_token(token) if token else None
     keys = [_key(token_hash)] if token_hash else []
-    ip_count, user_count, raw = await ctx.redis.eval(
-        _ADMIT, len(keys), *keys, window, int(now // window), ip, ctx.settings.api.token_ttl_seconds)
+    ip_count, user_count, raw = await AutoPipeline.of(ctx).eval(
+        _ADMIT, keys, (window, int(now // window), ip, ctx.settings.api.token_ttl_seconds))
     session = None
     if raw:
         text = {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)}

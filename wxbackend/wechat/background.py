@@ -19,6 +19,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from wxbackend import autopipe
 from wxbackend.context import AppContext
 from wxbackend.wechat.router import Reply
 
@@ -52,7 +53,7 @@ async def drain(ctx: AppContext, seconds: float = 10.0) -> None:
         await asyncio.wait(tasks, timeout=seconds)
         if any(not t.done() for t in tasks):
             return
-    pipe = ctx.caches.get("wechat.autopipe")
+    pipe = ctx.caches.get(autopipe.CACHE_KEY)
     if pipe is not None:
         await pipe.flush()  # the last replies' dedup records
 

@@ -20,7 +20,7 @@ stored answer, else answers ``success``::
 With Redis down, ``claim`` answers ``Claim.UNAVAILABLE``: the message is
 processed without dedup (a retry may then run twice) and the outage is logged.
 The claims and stores of concurrent callbacks share Redis round trips
-(:mod:`wxbackend.wechat.autopipe`).
+(:mod:`wxbackend.autopipe`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import time
 import redis.exceptions
 
 from wxbackend import metrics
+from wxbackend.autopipe import DEFAULT_TIMEOUT, AutoPipeline
 from wxbackend.context import AppContext
-from wxbackend.wechat.autopipe import DEFAULT_TIMEOUT, AutoPipeline
 from wxbackend.wechat.router import Inbound
 
 log = logging.getLogger("wxbackend.wechat.dedup")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from wxbackend.wechat.autopipe import AutoPipeline, encode
+from wxbackend.autopipe import AutoPipeline, encode
 
 
 def test_commands_are_encoded_as_resp_arrays_of_bulk_strings():
@@ -53,7 +54,7 @@ async def test_an_error_reaches_only_its_own_caller(ctx):
 
 
 async def test_commands_nobody_waits_for_are_sent_and_their_errors_logged(ctx, caplog):
-    caplog.set_level(logging.WARNING, logger="wxbackend.wechat.autopipe")
+    caplog.set_level(logging.WARNING, logger="wxbackend.autopipe")
     pipe = AutoPipeline.of(ctx)
     await ctx.redis.set("wx:test:text", "not a number")
     pipe.send(("SET", "wx:test:later", b"v", "EX", 60))  # not connected yet: connects first
@@ -137,3 +138,14 @@ async def test_redis_down_fails_the_callers_at_once(ctx, servers, tmp_path):
             await pipe.run(("GET", "wx:test:x"))
     finally:
         await broken.close()
+
+
+async def test_scripts_run_by_sha_and_their_text_is_sent_once(ctx):
+    pipe = AutoPipeline.of(ctx)
+    script = "return {KEYS[1], ARGV[1], redis.call('INCR', KEYS[1])}"
+    await ctx.redis.script_flush()
+    assert await pipe.eval(script, ["wx:test:script"], ["a"]) == [b"wx:test:script", b"a", 1]  # NOSCRIPT, EVAL
+    assert (await ctx.redis.script_exists(hashlib.sha1(script.encode()).hexdigest())) == [True]  # noqa: S324
+    assert await pipe.eval(script, ["wx:test:script"], ["b"]) == [b"wx:test:script", b"b", 2]
+    with pytest.raises(redis.exceptions.ResponseError, match="oops"):
+        await pipe.eval("return redis.error_reply('oops')", [], [])

@@ -1,16 +1,18 @@
-"""Automatic pipelining: the callback's Redis commands share round trips on one connection.
+"""Automatic pipelining: Redis commands of concurrent requests share round trips on one connection.
 
-Every callback makes two small Redis calls (claim, store). redis-py's
-pipeline spends about 60 µs of Python per command on the way (a pipeline
-object, a connection checkout, an awaited read under a timeout per reply),
-which is as much as the whole safe-mode crypto. This module speaks RESP
-itself on one connection per process, as ioredis' ``enableAutoPipelining``
-does: commands issued in the same event-loop turn leave in one write, and
-the replies are parsed by hiredis as they arrive, in order::
+The hot paths (every API request's admission, every callback's claim and
+store) make small Redis calls. redis-py spends about 60 µs of Python per
+command on the way (a pipeline or pool checkout, an awaited read under a
+timeout per reply, one write per command), as much as the work around it.
+This module speaks RESP itself on one connection per process, as ioredis'
+``enableAutoPipelining`` does: commands issued in the same event-loop turn
+leave in one write, and the replies are parsed by hiredis as they arrive, in
+order::
 
     pipe = AutoPipeline.of(ctx)
     won, value = await pipe.run(("SET", key, b"P", "NX", "EX", 600), ("GET", key))
     pipe.send(("SET", key, b"R...", "EX", 600))     # nobody waits; errors are logged
+    reply = await pipe.eval(SCRIPT, [key], [arg])   # EVALSHA, the text only if Redis lacks it
 
 Errors are redis-py's, so callers and the 503 mapping treat both clients
 alike: a command's error (``ResponseError``) reaches its own caller only; a
@@ -26,9 +28,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
+import hashlib
 import logging
 import ssl
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import hiredis
@@ -42,6 +47,7 @@ log = logging.getLogger(__name__)
 Command = tuple[Any, ...]  # ("SET", key, value, "NX", "EX", 600): str, bytes or int arguments
 DEFAULT_TIMEOUT = 0.5
 RETRY_SECONDS = 1.0
+CACHE_KEY = "autopipe"
 
 
 def encode(command: Command) -> bytes:
@@ -155,6 +161,11 @@ class _Connection(asyncio.Protocol):
                 waiter.future.set_exception(error)
 
 
+@functools.lru_cache(maxsize=64)
+def _sha1(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
+
+
 def _deliver(waiter: _Waiter) -> None:
     failed = next((r for r in waiter.replies if isinstance(r, Exception)), None)
     future = waiter.future
@@ -185,9 +196,9 @@ class AutoPipeline:
     @classmethod
     def of(cls, ctx: AppContext) -> AutoPipeline:
         """The context's pipeline (one per process and Redis client), closed with the context."""
-        pipe = ctx.caches.get("wechat.autopipe")
+        pipe = ctx.caches.get(CACHE_KEY)
         if pipe is None or pipe.redis is not ctx.redis:
-            pipe = ctx.caches["wechat.autopipe"] = cls(ctx.redis)
+            pipe = ctx.caches[CACHE_KEY] = cls(ctx.redis)
             ctx.on_close.append(pipe.close)
         return pipe
 
@@ -197,6 +208,16 @@ class AutoPipeline:
         future: asyncio.Future[list[Any]] = conn.loop.create_future()
         conn.submit(commands, future)
         return await future
+
+    async def eval(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run a Lua script by its SHA1; its text goes out only when Redis does not know it yet."""
+        try:
+            (reply,) = await self.run(("EVALSHA", _sha1(script), len(keys), *keys, *args))
+        except redis.exceptions.ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            (reply,) = await self.run(("EVAL", script, len(keys), *keys, *args))
+        return reply
 
     def send(self, *commands: Command) -> None:
         """Queue ``commands`` without waiting for them (they leave with this loop turn's batch)."""

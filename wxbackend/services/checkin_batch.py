@@ -143,6 +143,7 @@ class Coalescer:
     """Concurrent ``get(key)`` calls share one ``fetch(keys)`` (a dict of what was found)."""
 
     fetch: Callable[[list[Hashable]], Awaitable[dict[Hashable, Any]]]
+    max_batch: int = MAX_BATCH
     queue: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
 
@@ -156,7 +157,7 @@ class Coalescer:
 
     async def _run(self) -> None:
         while self.queue:
-            batch = dict(list(self.queue.items())[:MAX_BATCH])
+            batch = dict(list(self.queue.items())[:self.max_batch])
             for key in batch:
                 del self.queue[key]
             try:

@@ -75,6 +75,11 @@ class BenchEnv:
             return self.servers.mongo.proc.pid
         return None
 
+    def redis_pid(self) -> int | None:
+        if self.servers and self.servers.redis and self.servers.redis.proc:
+            return self.servers.redis.proc.pid
+        return None
+
 
 def _keys(data_dir: Path) -> dict[str, str]:
     path = data_dir / "bench-keys.json"

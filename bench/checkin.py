@@ -206,7 +206,8 @@ async def main() -> int:
         bases = [base for _, base in servers]
         ok = True
         try:
-            pids = {"server": servers[0][0].pid, "database": env.mongo_pid()}
+            pids = {"server": servers[0][0].pid, "database": env.mongo_pid(), "redis": env.redis_pid(),
+                    "load client": os.getpid()}
             first = await measured(round_of_scans(bases, str(meeting["_id"]), tokens, args.concurrency,
                                                   "first"), pids)
             marks, present = await verify(ctx, meeting["_id"])

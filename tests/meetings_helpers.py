@@ -105,29 +105,12 @@ async def reload(ctx: AppContext, meeting: dict[str, Any]) -> dict[str, Any]:
     return await meetings_model.get(ctx.db, meeting["_id"])
 
 
-async def notices(ctx: AppContext, sandbox: Any, people: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """Which meeting notices each person got: ``{name: [kind, ...]}``, oldest first.
+async def notices(ctx: AppContext, people: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Which meeting notices each person got (their notification inbox): ``{name: [kind, ...]}``, oldest first."""
+    from wxbackend.services import notify
 
-    Through the notifications service when it is there (its outbox, whatever the
-    channel), else from what the direct sender handed to WeChat (the sandbox).
-    """
-    from wxbackend.services import meeting_notices
-
-    got: dict[str, list[str]] = {p["name"]: [] for p in people}
-    notify = meeting_notices._notify(ctx)
-    if notify is not None:
-        for person in people:
-            items, _ = await notify.inbox(ctx, person["_id"], None, 50)
-            got[person["name"]] = [i.doc["kind"] for i in reversed(items) if i.doc["kind"].startswith("meeting_")]
-        return got
-    by_subject = {v: k for k, v in meeting_notices.SUBJECTS.items()}
-    names = {}
+    got: dict[str, list[str]] = {}
     for person in people:
-        doc = await ctx.db.members.find_one({"_id": person["_id"]})
-        names.update({doc.get("oa_openid"): person["name"], doc.get("mp_openid"): person["name"]})
-    for message in await sandbox.outbox():
-        data = message["body"]["data"]
-        subject = data["first"]["value"].split("：")[0] if "first" in data else data["thing4"]["value"]
-        if message["openid"] in names:
-            got[names[message["openid"]]].append(by_subject[subject])
+        items, _ = await notify.inbox(ctx, person["_id"], None, 50)
+        got[person["name"]] = [i.doc["kind"] for i in reversed(items) if i.doc["kind"].startswith("meeting_")]
     return got

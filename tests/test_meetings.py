@@ -57,12 +57,12 @@ async def test_publish_materialises_attendees_and_notifies_each(ctx, town, sandb
     meeting = await planned_meeting(ctx, town, start)
     assert meeting["status"] == "planned" and meeting["expected_count"] == 3
     assert set(meeting["expected"]) == {p["_id"] for p in people}
-    got = await notices(ctx, sandbox, [*people, stranger])
+    got = await notices(ctx, [*people, stranger])
     assert got["党员1"] == got["党员2"] == ["meeting_published"]
     assert got["外支部1"] == []
     with pytest.raises(Conflict):
         await meetings.publish(ctx, town.secretary, meeting["_id"])
-    assert (await notices(ctx, sandbox, people))["党员1"] == ["meeting_published"]
+    assert (await notices(ctx, people))["党员1"] == ["meeting_published"]
 
 
 def test_a_notice_says_topic_time_and_place():
@@ -88,7 +88,7 @@ async def test_time_change_and_cancellation_notify_again(ctx, town, sandbox):
     retitled = await meetings.update(ctx, actor, meeting["_id"], {**later, "agenda": "一、学习"})
     assert retitled["agenda"] == "一、学习"     # no notice: time and place unchanged
     await meetings.cancel(ctx, actor, meeting["_id"], "上级会议冲突")
-    got = await notices(ctx, sandbox, people)
+    got = await notices(ctx, people)
     assert got["党员1"] == ["meeting_published", "meeting_changed", "meeting_cancelled"]
     with pytest.raises(Conflict):
         await meetings.update(ctx, actor, meeting["_id"], later)
@@ -102,7 +102,7 @@ async def test_reminder_goes_out_once_before_the_start(ctx, town, sandbox):
     await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(hours=5))   # not yet due
     assert await meeting_notices.send_due_reminders(ctx) == 1
     assert await meeting_notices.send_due_reminders(ctx) == 0
-    got = await notices(ctx, sandbox, people)
+    got = await notices(ctx, people)
     assert got["党员1"].count("meeting_reminder") == 1 and got["党员1"].count("meeting_published") == 2
 
 

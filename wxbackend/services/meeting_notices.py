@@ -1,14 +1,12 @@
 """Meeting notices: published, changed, cancelled, reminder — one way out.
 
-:func:`send` is the only place meetings talk to members. When the
-notifications service (``wxbackend.services.notify``) exists, it hands the
-notice to it (kinds ``meeting_published``, ``meeting_changed``,
-``meeting_cancelled``, ``meeting_reminder``, templates from ``[meetings]``),
-which records it in the member's inbox, picks the channel and queues the
-delivery; until then it sends directly: an official-account template message to a member who follows the
-account, else a mini-program subscribe message (WeChat refuses it, 43101,
-unless the member granted one). Failures are logged and counted, never
-raised: a notice must not undo the publication it reports::
+:func:`send` is the only place meetings talk to members. It hands the notice
+to the notifications service (:mod:`wxbackend.services.notify`, kinds
+``meeting_published``, ``meeting_changed``, ``meeting_cancelled``,
+``meeting_reminder``, templates from ``[meetings]``), which records it in the
+member's inbox, picks the channel and queues the delivery. Failures are
+logged and counted, never raised: a notice must not undo the publication it
+reports::
 
     sent = await send(ctx, meeting, "meeting_published")
     sent.ok, sent.failed, sent.skipped
@@ -20,8 +18,6 @@ workers never remind twice.
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,11 +27,9 @@ from zoneinfo import ZoneInfo
 from bson import ObjectId
 
 from models import meetings as meetings_model
-from models import members as members_model
 from models.enums import MEETING_TYPES
 from wxbackend.context import AppContext
-from wxbackend.wechat.client import mp_client, oa_client
-from wxbackend.wechat.errors import WeChatError
+from wxbackend.services import notify
 
 log = logging.getLogger(__name__)
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -46,9 +40,6 @@ SUBJECTS = {
     "meeting_cancelled": "会议取消通知",
     "meeting_reminder": "会议即将开始",
 }
-# Direct sending: at most this many WeChat calls at once.
-SEND_CONCURRENCY = 8
-RECIPIENT_FIELDS = {"name": 1, "oa_openid": 1, "oa_following": 1, "mp_openid": 1, "state": 1}
 
 
 @dataclass
@@ -58,23 +49,6 @@ class Sent:
     skipped: int = 0
 
 
-def _notify(ctx: AppContext) -> Any | None:
-    """The notifications service, once it exists (built alongside meetings), kinds registered."""
-    try:
-        module = importlib.import_module("wxbackend.services.notify")
-    except ModuleNotFoundError as exc:
-        if exc.name != "wxbackend.services.notify":
-            raise
-        return None
-    # Half-present (its settings not yet in config/default.toml): keep sending directly.
-    if not hasattr(ctx.settings, "notify") or not all(
-            hasattr(module, n) for n in ("notify", "Kind", "Recipient", "register_kind")):
-        return None
-    if any(k not in getattr(module, "KINDS", {}) for k in SUBJECTS):
-        _register_kinds(ctx, module)
-    return module
-
-
 # Classic template message fields (official account) and subscribe-message fields
 # (mini-program; "thing" values hold 20 characters, notify cuts them to fit).
 OA_FIELDS = {"first": "{subject}：{title}", "keyword1": "{topic}", "keyword2": "{time}",
@@ -82,10 +56,13 @@ OA_FIELDS = {"first": "{subject}：{title}", "keyword1": "{topic}", "keyword2": 
 MP_FIELDS = {"thing1": "{title}", "time2": "{start}", "thing3": "{place}", "thing4": "{subject}"}
 
 
-def _register_kinds(ctx: AppContext, module: Any) -> None:
+def _register_kinds(ctx: AppContext) -> None:
+    """The meeting kinds, once (their mini-program page comes from the settings)."""
+    if all(kind in notify.KINDS for kind in SUBJECTS):
+        return
     page = ctx.settings.meetings.mp_meeting_page + "?id={meeting_id}"
     for kind, subject in SUBJECTS.items():
-        module.register_kind(module.Kind(
+        notify.register_kind(notify.Kind(
             name=kind, title=subject, template_setting="meetings", fields=OA_FIELDS,
             mp_fields=MP_FIELDS, required=("title", "time", "place"), page=page,
             urgent=kind != "meeting_published", summary="{title}，{time}，{place}"))
@@ -123,66 +100,16 @@ async def send(ctx: AppContext, meeting: dict[str, Any], kind: str,
         return Sent()
     data = notice_data(meeting, kind)
     try:
-        notify = _notify(ctx)
-        if notify is not None:
-            result = await notify.notify(ctx, [notify.Recipient(member_id=m) for m in recipients],
-                                         kind, data, subject=subject_of(meeting, kind))
-            # A big fan-out is planned for the workers rather than created here.
-            return Sent(ok=result.created + result.planned - result.undeliverable,
-                        skipped=result.undeliverable + result.skipped)
-        return await _send_directly(ctx, recipients, kind, data)
+        _register_kinds(ctx)
+        result = await notify.notify(ctx, [notify.Recipient(member_id=m) for m in recipients],
+                                     kind, data, subject=subject_of(meeting, kind))
+        # A big fan-out is planned for the workers rather than created here.
+        return Sent(ok=result.created + result.planned - result.undeliverable,
+                    skipped=result.undeliverable + result.skipped)
     except Exception:
         # The meeting change is done; a notice that failed is logged, never raised.
         log.exception("meeting notice %s of %s failed", kind, meeting["_id"])
         return Sent(failed=len(recipients))
-
-
-async def _send_directly(ctx: AppContext, recipients: list[ObjectId], kind: str,
-                         data: dict[str, str]) -> Sent:
-    sent = Sent()
-    gate = asyncio.Semaphore(SEND_CONCURRENCY)
-    people = await members_model.by_ids(ctx.db, recipients, RECIPIENT_FIELDS)
-
-    async def one(member: dict[str, Any]) -> None:
-        async with gate:
-            outcome = await _deliver(ctx, member, kind, data)
-        setattr(sent, outcome, getattr(sent, outcome) + 1)
-
-    await asyncio.gather(*[one(m) for m in people if m.get("state", "active") == "active"])
-    return sent
-
-
-async def _deliver(ctx: AppContext, member: dict[str, Any], kind: str, data: dict[str, str]) -> str:
-    settings = ctx.settings.meetings
-    page = f"{settings.mp_meeting_page}?id={data['meeting_id']}"
-    try:
-        if member.get("oa_openid") and member.get("oa_following", True):
-            await oa_client(ctx).send_template(
-                member["oa_openid"], settings.oa_template_id, _template_fields(data),
-                miniprogram={"appid": ctx.settings.wechat.mp_appid, "pagepath": page})
-            return "ok"
-        if member.get("mp_openid"):
-            await mp_client(ctx).send_subscribe(member["mp_openid"], settings.mp_template_id,
-                                                _subscribe_fields(data), page=page)
-            return "ok"
-    except WeChatError as exc:
-        # 43101 (no grant), 43004 (unfollowed), quota ...: the member misses one notice.
-        log.info("meeting notice not delivered", extra={"fields": {
-            "kind": kind, "member": str(member["_id"]), "errcode": getattr(exc, "errcode", None)}})
-        return "failed"
-    return "skipped"
-
-
-def _template_fields(data: dict[str, str]) -> dict[str, dict[str, str]]:
-    return {"first": {"value": f"{data['subject']}：{data['title']}"},
-            "keyword1": {"value": data["topic"][:60]}, "keyword2": {"value": data["time"]},
-            "keyword3": {"value": data["place"][:60]}, "remark": {"value": data["type"]}}
-
-
-def _subscribe_fields(data: dict[str, str]) -> dict[str, dict[str, str]]:
-    # Subscribe-message "thing" values hold at most 20 characters.
-    return {"thing1": {"value": data["title"][:20]}, "time2": {"value": data["time"][:16]},
-            "thing3": {"value": data["place"][:20]}, "thing4": {"value": data["subject"][:20]}}
 
 
 # -- reminders ------------------------------------------------------------------------

@@ -7,8 +7,9 @@ database or Redis becomes 503 with a clear message, never a stack trace.
 
 from __future__ import annotations
 
+import itertools
 import logging
-import uuid
+import os
 from typing import Any
 
 import redis.exceptions
@@ -16,6 +17,7 @@ import tornado.escape
 import tornado.web
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, ServerSelectionTimeoutError
 
+from handlers import ui
 from wxbackend import logs, metrics
 from wxbackend.context import AppContext
 from wxbackend.errors import DomainError, TooManyRequests
@@ -27,6 +29,17 @@ DEPENDENCY_ERRORS: tuple[tuple[type[BaseException], str], ...] = (
     (redis.exceptions.ConnectionError, "redis"), (redis.exceptions.TimeoutError, "redis"),
 )
 UNAVAILABLE = {"code": "service_unavailable", "message": "服务暂时不可用，请稍后再试"}
+
+
+# Request ids: unique, not secret. A random prefix per process and a counter
+# cost a tenth of uuid4 on every request.
+_RID_PREFIX = os.urandom(8).hex()
+_rid_counter = itertools.count()
+
+
+def new_request_id() -> str:
+    """32 hex characters, as a uuid4 would be."""
+    return f"{_RID_PREFIX}{next(_rid_counter):016x}"
 
 
 def dependency_of(exc: BaseException | None) -> str | None:
@@ -44,7 +57,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def prepare(self) -> Any:
         incoming = self.request.headers.get("X-Request-Id", "")
-        rid = incoming if 8 <= len(incoming) <= 64 and incoming.isascii() else uuid.uuid4().hex
+        rid = incoming if 8 <= len(incoming) <= 64 and incoming.isascii() else new_request_id()
         self.request_id = rid
         self._rid_token = logs.request_id.set(rid)
         self.set_header("X-Request-Id", rid)
@@ -53,6 +66,11 @@ class BaseHandler(tornado.web.RequestHandler):
         token = getattr(self, "_rid_token", None)
         if token is not None:
             logs.request_id.reset(token)
+
+    def get_template_namespace(self) -> dict[str, Any]:
+        namespace = super().get_template_namespace()
+        namespace.update(ui.helpers_for(self))
+        return namespace
 
     @property
     def client_ip(self) -> str:

@@ -1,7 +1,15 @@
-"""Template helpers (Tornado ``ui_methods``): labels, masking, local times."""
+"""Template helpers: labels, masking, local times.
+
+Handlers put them in the template namespace when they render
+(``BaseHandler.get_template_namespace``), bound to the handler as Tornado's
+``ui_methods`` would be; unlike ``ui_methods``, a request that renders no
+template (the callback, the API) does not pay for binding them.
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -41,3 +49,14 @@ def labels(handler: Any, table: str) -> dict[str, str]:
 def can(handler: Any, permission: str, org_ancestors: list) -> bool:
     actor = handler.current_user
     return bool(actor) and actor.can(permission, org_ancestors)
+
+
+HELPERS: dict[str, Callable[..., Any]] = {
+    "local_time": local_time, "org_type": org_type, "org_category": org_category,
+    "org_status": org_status, "role_label": role_label, "labels": labels, "can": can,
+}
+
+
+def helpers_for(handler: Any) -> dict[str, Callable[..., Any]]:
+    """The helpers with ``handler`` bound as their first argument."""
+    return {name: functools.partial(fn, handler) for name, fn in HELPERS.items()}

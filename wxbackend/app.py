@@ -53,7 +53,6 @@ def _routes(ctx: AppContext) -> list[tuple]:
 
 class Application(tornado.web.Application):
     def __init__(self, ctx: AppContext) -> None:
-        from handlers import ui
         from handlers.base import NotFoundHandler
 
         self.ctx = ctx
@@ -66,7 +65,6 @@ class Application(tornado.web.Application):
             xsrf_cookies=True,
             xsrf_cookie_kwargs={"httponly": True, "secure": True, "samesite": "Strict"},
             login_url="/admin/login",
-            ui_methods=ui,
             compiled_template_cache=True,
             autoescape="xhtml_escape",
             default_handler_class=NotFoundHandler,
@@ -77,8 +75,7 @@ class Application(tornado.web.Application):
         status = handler.get_status()
         elapsed = handler.request.request_time()
         name = type(handler).__name__
-        metrics.HTTP_REQUESTS.labels(name, handler.request.method, str(status)).inc()
-        metrics.HTTP_LATENCY.labels(name).observe(elapsed)
+        metrics.request_answered(name, handler.request.method or "", status, elapsed)
         level = logging.INFO if status < 500 else logging.ERROR
         if access_log.isEnabledFor(level):
             access_log.log(level, "%s %s %d", handler.request.method, handler.request.path, status,

@@ -67,12 +67,20 @@ class OACallbackHandler(BaseHandler):
     async def post(self) -> None:
         try:
             answer = await callback.handle_post(self.ctx, self._query(), self.request.body,
-                                                self.request.headers.get("Content-Length"))
+                                                self.request.headers.get("Content-Length"),
+                                                answer_early=self._answer_success)
         except CallbackError as exc:
             self._refuse(exc)
             return
-        self.set_header("Content-Type", answer.content_type)
-        self.finish(answer.body)
+        if answer is not None:
+            self.set_header("Content-Type", answer.content_type)
+            self.finish(answer.body)
+
+    def _answer_success(self) -> None:
+        # Over budget: "success" now; the handler goes on and its reply follows by other means.
+        if not self._finished:
+            self.set_header("Content-Type", "text/plain; charset=UTF-8")
+            self.finish(callback.SUCCESS)
 
 
 class BindPageHandler(BaseHandler):

@@ -172,7 +172,6 @@ async def test_an_admin_retries_a_failed_one(ctx, town, sandbox):
 
 
 async def test_a_late_chat_reply_refused_for_a_passing_reason_is_sent_by_a_worker(ctx, town, sandbox):
-    import asyncio
 
     from wxbackend.wechat import background
     from wxbackend.wechat.late_reply import late_reply
@@ -180,17 +179,13 @@ async def test_a_late_chat_reply_refused_for_a_passing_reason_is_sent_by_a_worke
 
     await sandbox.follow("oLateChat")
     await sandbox.fault("/cgi-bin/message/custom/send", errcode=-1, times=1)
-    work = asyncio.get_running_loop().create_future()
-    work.set_result(Text("这是迟到的回复"))
-    await background.send_late_reply(ctx, "oLateChat", work)
+    await background.send_late_reply(ctx, "oLateChat", Text("这是迟到的回复"))
     assert await sandbox.outbox(kind="custom") == []  # the direct try failed
     await drain(ctx, horizon=10)
     assert [m["body"]["text"]["content"] for m in await sandbox.outbox(kind="custom")] == ["这是迟到的回复"]
     # A full quota is not retried; a stale reply is not sent.
     await sandbox.fault("/cgi-bin/message/custom/send", errcode=45009, times=1)
-    work = asyncio.get_running_loop().create_future()
-    work.set_result(Text("配额用尽"))
-    await background.send_late_reply(ctx, "oLateChat", work)
+    await background.send_late_reply(ctx, "oLateChat", Text("配额用尽"))
     assert await ctx.redis.zcard(ctx.settings.jobs.queue_name) == 0
     assert await late_reply(ctx, "oLateChat", "过时的回复", time.time() - 3600) is False
     assert len(await sandbox.outbox(kind="custom")) == 1

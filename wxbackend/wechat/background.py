@@ -1,14 +1,15 @@
 """Work the callback finishes after it has answered, and the late reply it sends.
 
-A callback that cannot finish within its budget answers ``success`` at once;
-its handler keeps running here and its reply reaches the member as a
-customer-service message (``/cgi-bin/message/custom/send``). asyncio keeps
+A callback that cannot finish within its budget answers ``success`` at once
+(:mod:`wxbackend.wechat.budget`); its handler keeps running, counted here, and
+its reply reaches the member as a customer-service message
+(``/cgi-bin/message/custom/send``). asyncio keeps
 only weak references to tasks, so the running ones are held in a set on the
 context until they finish; failures are logged, never raised, and a reply
 refused for a passing reason is tried again by a worker
 (:mod:`wxbackend.wechat.late_reply`)::
 
-    spawn(ctx, send_late_reply(ctx, openid, task), "late reply")
+    spawn(ctx, send_late_reply(ctx, openid, reply), "late reply")
     await drain(ctx)          # tests and shutdown: wait for what is running
 """
 
@@ -34,7 +35,11 @@ def _tasks(ctx: AppContext) -> set[asyncio.Task[Any]]:
 
 def spawn(ctx: AppContext, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
     """Run ``coro`` in the background, holding a strong reference until it ends."""
-    task = asyncio.ensure_future(coro)
+    return track(ctx, asyncio.ensure_future(coro), what)
+
+
+def track(ctx: AppContext, task: asyncio.Task[Any], what: str) -> asyncio.Task[Any]:
+    """Count a running task as background work of ``ctx`` (``drain`` waits for it)."""
     tasks = _tasks(ctx)
     tasks.add(task)
 
@@ -58,13 +63,8 @@ async def drain(ctx: AppContext, seconds: float = 10.0) -> None:
         await pipe.flush()  # the last replies' dedup records
 
 
-async def send_late_reply(ctx: AppContext, openid: str, work: asyncio.Future[Reply | None]) -> None:
-    """Wait for a handler that missed the budget and send its reply as a customer-service text."""
-    try:
-        reply = await work
-    except Exception:
-        log.exception("late chat handler failed", extra={"fields": {"openid": openid}})
-        return
+async def send_late_reply(ctx: AppContext, openid: str, reply: Reply | None) -> None:
+    """Send the reply of a handler that missed the budget as a customer-service text."""
     if reply is None:
         return
     from wxbackend.wechat.client import oa_client  # the outbound client (its own module)

@@ -6,27 +6,28 @@ delivers messages and events in plain mode (``signature``) or safe mode
 ``handlers/wechat_oa.py`` only hands over the query and the body::
 
     echostr = verify_url(ctx, {"signature": ..., "timestamp": ..., "nonce": ..., "echostr": ...})
-    answer = await handle_post(ctx, query, body, content_length)
+    answer = await handle_post(ctx, query, body, content_length, answer_early=send_success)
     answer.body, answer.content_type          # "success" or (encrypted) reply XML
+    # None: over budget, send_success() was called meanwhile (wxbackend.wechat.budget)
 
 Each message is answered at most once with effects: the dedup claim is taken
 before the handler runs (:mod:`wxbackend.wechat.dedup`). A handler that needs
 more than ``[wechat] callback_budget_seconds`` is answered ``success`` and
 finishes in the background, its reply sent later as a customer-service
-message (:mod:`wxbackend.wechat.background`). Refused requests raise
+message (:mod:`wxbackend.wechat.budget`, :mod:`wxbackend.wechat.background`). Refused requests raise
 :class:`~wxbackend.wechat.inbound.CallbackError` with the HTTP status to answer.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from wxbackend.context import AppContext
 from wxbackend.wechat import background
+from wxbackend.wechat.budget import Budgets
 from wxbackend.wechat.dedup import Claim, Dedup, dedup_key
 from wxbackend.wechat.inbound import (
     CallbackCrypto,
@@ -116,8 +117,12 @@ def check_size(ctx: AppContext, content_length: str | None, body: bytes) -> None
 
 
 async def handle_post(ctx: AppContext, query: Mapping[str, str], body: bytes,
-                      content_length: str | None = None) -> Answer:
-    """Verify and decrypt one delivery, answer it (at most once with effects)."""
+                      content_length: str | None, answer_early: Callable[[], None]) -> Answer | None:
+    """Verify and decrypt one delivery, answer it (at most once with effects).
+
+    None: the handler ran over budget and ``answer_early`` (which must send
+    ``success``) was called for it meanwhile.
+    """
     check_size(ctx, content_length, body)
     timestamp, nonce = _param(query, "timestamp"), _param(query, "nonce")
     crypto = crypto_for(ctx)
@@ -134,7 +139,10 @@ async def handle_post(ctx: AppContext, query: Mapping[str, str], body: bytes,
         xml = decode_body(body)
     check_fresh(ctx, timestamp)
     msg = parse_inbound(xml)
-    reply_xml = await answer(ctx, msg)
+    try:
+        reply_xml = await answer(ctx, msg, answer_early)
+    except AnsweredEarly:
+        return None
     if reply_xml is None:
         # "success" needs no encryption even in safe mode (official doc).
         return Answer(SUCCESS)
@@ -142,8 +150,12 @@ async def handle_post(ctx: AppContext, query: Mapping[str, str], body: bytes,
     return Answer(body_out, "application/xml; charset=UTF-8")
 
 
-async def answer(ctx: AppContext, msg: Inbound) -> str | None:
-    """The reply XML for ``msg`` (None: "success"), running its effects at most once."""
+async def answer(ctx: AppContext, msg: Inbound, answer_early: Callable[[], None]) -> str | None:
+    """The reply XML for ``msg`` (None: "success"), running its effects at most once.
+
+    Raises :class:`AnsweredEarly` when the handler ran over budget and
+    ``answer_early`` has sent ``success`` for it.
+    """
     router.load()
     if not router.is_known(msg):
         log.info("unhandled official-account message", extra={"fields": {
@@ -157,45 +169,30 @@ async def answer(ctx: AppContext, msg: Inbound) -> str | None:
     if state is Claim.PENDING:
         # A concurrent delivery runs it; its answer, if it comes in time, is ours too.
         return await dedup.wait(key, ctx.settings.wechat.callback_budget_seconds)
-    reply = await _within_budget(ctx, msg)
+    try:
+        reply = await _within_budget(ctx, msg, answer_early)
+    except AnsweredEarly:
+        if state is Claim.NEW:
+            dedup.store(key, None)  # a retry gets "success", as the first delivery did
+        raise
     reply_xml = reply.render(msg) if reply is not None else None
     if state is Claim.NEW:
         dedup.store(key, reply_xml)
     return reply_xml
 
 
-async def _within_budget(ctx: AppContext, msg: Inbound) -> Reply | None:
-    work = asyncio.get_running_loop().create_task(_dispatch(ctx, msg))
-    if await _done_within(work, ctx.settings.wechat.callback_budget_seconds):
-        return work.result()
-    log.warning("chat handler over budget: answered success, reply follows as a "
-                "customer-service message", extra={"fields": {
-                    "msg_type": msg.msg_type, "event": msg.event or None}})
-    background.spawn(ctx, background.send_late_reply(ctx, msg.openid, work), "late reply")
-    return None
+class AnsweredEarly(Exception):
+    """The handler ran over budget: ``success`` went out for it, its reply follows later."""
 
 
-async def _done_within(work: asyncio.Task[Reply | None], seconds: float) -> bool:
-    """Wait for ``work`` at most ``seconds`` without cancelling it.
-
-    What ``wait_for(shield(work))`` does, without its extra future and
-    cancellation plumbing: this runs for every message.
-    """
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[None] = loop.create_future()
-
-    def wake(*_: object) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    timer = loop.call_later(seconds, wake)
-    work.add_done_callback(wake)
-    try:
-        await waiter
-    finally:
-        timer.cancel()
-        work.remove_done_callback(wake)
-    return work.done()
+async def _within_budget(ctx: AppContext, msg: Inbound, answer_early: Callable[[], None]) -> Reply | None:
+    budgets = Budgets.of(ctx)
+    ticket = budgets.start(ctx.settings.wechat.callback_budget_seconds, answer_early)
+    reply = await _dispatch(ctx, msg)
+    if budgets.finish(ticket):
+        return reply
+    background.spawn(ctx, background.send_late_reply(ctx, msg.openid, reply), "late reply")
+    raise AnsweredEarly
 
 
 async def _dispatch(ctx: AppContext, msg: Inbound) -> Reply | None:

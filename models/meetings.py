@@ -55,7 +55,7 @@ OPEN_STATUSES = ("planned", "in_progress")
 ATTENDANCE_STATUSES = ("present", "online", "excused")
 CHECKIN_HOWS = ("oa_qr", "mp_code", "rotating", "manual", "online", "leave")
 AUDIENCE_KINDS = ("branch", "committee", "group", "list")
-LEAVE_STATUSES = ("pending", "approved", "refused")
+LEAVE_STATUSES = ("pending", "approved", "refused", "withdrawn")
 
 register(COLLECTION, [
     IndexModel([("org_id", ASCENDING), ("start", ASCENDING)]),

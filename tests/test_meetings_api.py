@@ -13,6 +13,7 @@ from tests.meetings_helpers import (
     planned_meeting,
     reload,
 )
+from wxbackend.errors import Conflict
 from wxbackend.services import checkin, meetings, mpsessions
 
 API = "/api/v1/meetings"
@@ -148,3 +149,54 @@ async def test_past_meetings_page_by_cursor(ctx, town, api):
     assert [i["id"] for i in first["items"]] == [str(olds[0]["_id"]), str(olds[1]["_id"])]
     second = (await api.get(f"{API}?when=past&limit=2&cursor={first['next_cursor']}", headers=me)).json()
     assert [i["id"] for i in second["items"]] == [str(olds[2]["_id"])] and second["next_cursor"] is None
+
+
+async def test_a_member_withdraws_leave_before_the_start(ctx, town, api):
+    people = await add_people(ctx, town, 2)
+    me, other = await phone(ctx, people[0], "oMp1"), await phone(ctx, people[1], "oMp2")
+    future = await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(days=1))
+    url = f"{API}/{future['_id']}/leave"
+    assert (await api.delete(url, headers=me)).json()["error"]["code"] == "leave_not_found"
+    await api.post(url, headers=me, json={"reason": "出差"})
+    withdrawn = await api.delete(url, headers=me)
+    assert withdrawn.status_code == 200 and withdrawn.json()["status"] == "withdrawn"
+    assert withdrawn.json()["status_label"] == "已撤回"
+    again = await api.delete(url, headers=me)  # a double tap: the same answer, nothing moves
+    assert again.status_code == 200 and again.json() == withdrawn.json()
+    listed = (await api.get(API, headers=me)).json()["items"]
+    assert listed[0]["my_state"] is None
+
+    # Asked again and approved, then withdrawn: no longer counted as excused.
+    assert (await api.post(url, headers=me, json={"reason": "出差改期"})).json()["status"] == "pending"
+    await meetings.decide_leave(ctx, town.secretary, future["_id"], people[0]["_id"], True)
+    assert (await reload(ctx, future))["counts"]["excused"] == 1
+    assert (await api.delete(url, headers=me)).json()["status"] == "withdrawn"
+    stored = await reload(ctx, future)
+    assert stored["counts"]["excused"] == 0 and str(people[0]["_id"]) not in stored["attendance"]
+    # The secretary can no longer decide it; the other member has nothing to withdraw.
+    with pytest.raises(Conflict) as refused:
+        await meetings.decide_leave(ctx, town.secretary, future["_id"], people[0]["_id"], True)
+    assert refused.value.code == "leave_not_pending"
+    assert (await api.delete(url, headers=other)).status_code == 404
+
+
+async def test_leave_cannot_be_withdrawn_once_the_meeting_started_or_after_a_check_in(ctx, town, api):
+    people = await add_people(ctx, town, 2)
+    me = await phone(ctx, people[0], "oMp1")
+    live = await live_meeting(ctx, town)
+    soon = datetime.now(UTC) + timedelta(minutes=20)
+    future = await planned_meeting(ctx, town, soon)
+    await meetings.request_leave(ctx, people[0], future["_id"], "出差")
+    await meetings.decide_leave(ctx, town.secretary, future["_id"], people[0]["_id"], True)
+    await checkin.check_in(ctx, future["_id"], people[0], "mp_code",
+                           now=soon - timedelta(minutes=10))  # came after all
+    late = await api.delete(f"{API}/{future['_id']}/leave", headers=me)
+    assert late.status_code == 409 and late.json()["error"]["code"] == "leave_not_withdrawable"
+    before = await reload(ctx, future)
+    assert before["attendance"][str(people[0]["_id"])]["status"] == "present"
+    await ctx.db.meetings.update_one({"_id": live["_id"]}, {"$set": {
+        f"leave.{people[0]['_id']}": {"reason": "病假", "status": "pending",
+                                      "at": datetime.now(UTC), "name": "x"}}})
+    started = await api.delete(f"{API}/{live['_id']}/leave", headers=me)
+    assert started.status_code == 422 and started.json()["error"]["code"] == "leave_too_late"
+    assert (await reload(ctx, live))["leave"][str(people[0]["_id"])]["status"] == "pending"

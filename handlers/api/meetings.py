@@ -34,7 +34,7 @@ NonceText = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$",
                                         description="客户端生成的扫码编号：同一次扫码重发时不变")]
 STATE_LABELS = {"present": "已签到", "online": "线上参会", "excused": "请假（已批准）",
                 "leave_pending": "请假待审批", "leave_refused": "请假未批准"}
-LEAVE_LABELS = {"pending": "待审批", "approved": "已批准", "refused": "未批准"}
+LEAVE_LABELS = {"pending": "待审批", "approved": "已批准", "refused": "未批准", "withdrawn": "已撤回"}
 
 
 class MeetingBrief(Schema):
@@ -195,8 +195,7 @@ def detail(handler: ApiHandler, meeting: dict[str, Any], member_id: ObjectId) ->
         checkin_opens_at=iso(opens),
         can_check_in=meeting["status"] in meetings_model.OPEN_STATUSES and opens <= now <= meeting["end"]
         and meetings.member_state(meeting, member_id) not in ("present",),
-        leave=LeaveView(status=leave["status"], status_label=LEAVE_LABELS[leave["status"]],
-                        reason=leave["reason"], at=iso(leave["at"])) if leave else None,
+        leave=leave_view(leave) if leave else None,
         comment_count=meeting.get("comment_count", 0), vote_count=meeting.get("vote_count", 0))
 
 
@@ -231,8 +230,18 @@ class LeaveHandler(ApiHandler):
     async def post(self, meeting_id: str, body: LeaveRequest) -> LeaveView:
         member = await mpauth.current_member(self.ctx, self.session)
         leave = await meetings.request_leave(self.ctx, member, meeting_id, body.reason)
-        return LeaveView(status=leave["status"], status_label=LEAVE_LABELS[leave["status"]],
-                         reason=leave["reason"], at=iso(leave["at"]))
+        return leave_view(leave)
+
+    @endpoint("撤回请假", response=LeaveView, bound=True, errors=(404, 409, 422), tags=("meetings",),
+              description="会议开始前撤回自己的请假申请；已批准的撤回后不再计为请假。重复撤回返回同一结果。")
+    async def delete(self, meeting_id: str) -> LeaveView:
+        member = await mpauth.current_member(self.ctx, self.session)
+        return leave_view(await meetings.withdraw_leave(self.ctx, member, meeting_id))
+
+
+def leave_view(leave: dict[str, Any]) -> LeaveView:
+    return LeaveView(status=leave["status"], status_label=LEAVE_LABELS[leave["status"]],
+                     reason=leave["reason"], at=iso(leave["at"]))
 
 
 class CheckinHandler(ApiHandler):

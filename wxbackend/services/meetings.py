@@ -505,7 +505,7 @@ def member_state(meeting: dict[str, Any], member_id: ObjectId) -> str | None:
     if mark:
         return mark["status"]
     leave = (meeting.get("leave") or {}).get(str(member_id))
-    return f"leave_{leave['status']}" if leave else None
+    return f"leave_{leave['status']}" if leave and leave["status"] != "withdrawn" else None
 
 
 async def my_marks(ctx: AppContext, member: dict[str, Any],
@@ -571,6 +571,38 @@ async def request_leave(ctx: AppContext, member: dict[str, Any], meeting_id: str
             raise Conflict("already_checked_in", "您已签到，无需请假")
         raise Conflict("leave_not_possible", "会议状态刚刚变化，请刷新后重试")
     return request
+
+
+async def withdraw_leave(ctx: AppContext, member: dict[str, Any], meeting_id: str | ObjectId,
+                         now: datetime | None = None) -> dict[str, Any]:
+    """Take a leave request back before the start; an approved one stops counting as excused.
+
+    Pending or approved, each tried as one conditional update (the secretary
+    may decide in between); withdrawing twice answers the same.
+    """
+    now = now or datetime.now(UTC)
+    meeting = await for_member(ctx, member, meeting_id, dict(checkin.HEADER_FIELDS))
+    mid = str(member["_id"])
+    for status in ("pending", "approved"):
+        expected: dict[str, Any] = {"status": {"$in": list(meetings_model.OPEN_STATUSES)},
+                                    "start": {"$gt": now}, f"leave.{mid}.status": status}
+        changes: dict[str, Any] = {"$set": {f"leave.{mid}.status": "withdrawn",
+                                            f"leave.{mid}.withdrawn_at": now}}
+        if status == "approved":
+            # The excused mark the approval made; a member who came after all keeps the check-in.
+            expected[f"attendance.{mid}.how"] = "leave"
+            changes["$unset"] = {f"attendance.{mid}": ""}
+            changes["$inc"] = {"counts.excused": -1}
+        if await meetings_model.update_one_if(ctx.db, meeting["_id"], expected, changes):
+            return (await my_marks(ctx, member, [meeting["_id"]]))[meeting["_id"]]["leave"]
+    leave = (await my_marks(ctx, member, [meeting["_id"]]))[meeting["_id"]]["leave"]
+    if leave is not None and leave["status"] == "withdrawn":
+        return leave  # withdrawn already: the same answer
+    if leave is None:
+        raise NotFound("leave_not_found", "您没有提交请假申请")
+    if meeting["start"] <= now or meeting["status"] not in meetings_model.OPEN_STATUSES:
+        raise DomainError("leave_too_late", "会议已开始，不能撤回请假")
+    raise Conflict("leave_not_withdrawable", "该请假申请已处理或您已签到，不能撤回")
 
 
 async def decide_leave(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId,

@@ -45,6 +45,7 @@ class Budgets:
     ctx: AppContext
     waiting: dict[int, _InFlight] = field(default_factory=dict)
     timer: asyncio.TimerHandle | None = None
+    timer_due: float = 0.0
     tickets: itertools.count = field(default_factory=itertools.count)
 
     @classmethod
@@ -57,10 +58,17 @@ class Budgets:
     def start(self, seconds: float, answer_early: Callable[[], None]) -> int:
         """Watch the current request; ``answer_early`` is called if it is still running in ``seconds``."""
         ticket = next(self.tickets)
-        self.waiting[ticket] = _InFlight(time.monotonic() + seconds, answer_early, asyncio.current_task())
-        if self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(seconds, self._sweep)
+        deadline = time.monotonic() + seconds
+        self.waiting[ticket] = _InFlight(deadline, answer_early, asyncio.current_task())
+        if self.timer is None or deadline < self.timer_due:  # the budget may have been shortened
+            self._arm(deadline)
         return ticket
+
+    def _arm(self, due: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_due = due
+        self.timer = asyncio.get_running_loop().call_later(max(0.0, due - time.monotonic()), self._sweep)
 
     def finish(self, ticket: int) -> bool:
         """True when the request finished within its budget (its answer is still to send)."""
@@ -74,8 +82,7 @@ class Budgets:
                 del self.waiting[ticket]
                 self._answer_early(flight)
         if self.waiting:
-            soonest = min(f.deadline for f in self.waiting.values())
-            self.timer = asyncio.get_running_loop().call_later(max(0.0, soonest - now), self._sweep)
+            self._arm(min(f.deadline for f in self.waiting.values()))
 
     def _answer_early(self, flight: _InFlight) -> None:
         log.warning("chat handler over budget: answered success, reply follows as a "

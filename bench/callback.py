@@ -14,7 +14,9 @@ The load client is this process: asyncio, 32 keep-alive connections, request
 bytes pre-generated (signed and encrypted with wechatpy before the clock
 starts), so the servers never share its event loop. Prints requests/s of
 both, the ratio (b)/(a) and the latency percentiles of (b). Target: ratio at
-least 0.5 and p99 under 50 ms.
+least 0.5 and p99 under 50 ms. With ``--naive`` a third server joins the
+rounds: (c) the issue's point of reference, a naive wechatpy + Tornado echo
+with no storage and no dedup.
 """
 
 from __future__ import annotations
@@ -48,6 +50,27 @@ class H(tornado.web.RequestHandler):
     def post(self):
         self.finish("success")
 tornado.web.Application([(r"/wechat/oa", H)]).listen(int(sys.argv[1]), "127.0.0.1")
+print("ready", flush=True)
+tornado.ioloop.IOLoop.current().start()
+"""
+
+# (c), with --naive: the issue's point of reference, a naive wechatpy + Tornado
+# echo (decrypt, parse_message, TextReply, encrypt; no storage, no dedup).
+NAIVE_ECHO = """
+import sys, tornado.ioloop, tornado.web
+from wechatpy import parse_message
+from wechatpy.crypto import WeChatCrypto
+from wechatpy.replies import TextReply
+port, token, aes_key, appid = sys.argv[1:5]
+crypto = WeChatCrypto(token, aes_key, appid)
+class H(tornado.web.RequestHandler):
+    def post(self):
+        a = self.get_query_argument
+        xml = crypto.decrypt_message(self.request.body, a("msg_signature"), a("timestamp"), a("nonce"))
+        msg = parse_message(xml)
+        self.finish(crypto.encrypt_message(TextReply(content=msg.content, message=msg).render(),
+                                           a("nonce"), a("timestamp")))
+tornado.web.Application([(r"/wechat/oa", H)]).listen(int(port), "127.0.0.1")
 print("ready", flush=True)
 tornado.ioloop.IOLoop.current().start()
 """
@@ -236,21 +259,28 @@ async def run(args: argparse.Namespace) -> None:
         bare_port, app_port = free_port(), free_port()
         env = server_env(servers, Path(tmp), account, app_port, keys)
         users = await seed_users(env, args.message, args.users)
-        bare = start([sys.executable, "-c", BARE_APP, str(bare_port)], {}, "ready")
-        app = start([sys.executable, "-m", "wxbackend", "serve"], env, "serving on")
+        contenders = [("a", start([sys.executable, "-c", BARE_APP, str(bare_port)], {}, "ready"), bare_port),
+                      ("b", start([sys.executable, "-m", "wxbackend", "serve"], env, "serving on"), app_port)]
+        if args.naive:
+            naive_port = free_port()
+            contenders.append(("c", start([sys.executable, "-c", NAIVE_ECHO, str(naive_port), account.token,
+                                           account.aes_key, account.appid], {}, "ready"), naive_port))
         try:
-            for proc, port in ((bare, bare_port), (app, app_port)):  # warm up both
+            for _, proc, port in contenders:  # warm up each
                 await measure(proc, port, account, users, content, args.warmup, args.concurrency)
-            rounds: dict[str, list[Round]] = {"a": [], "b": []}
-            # Alternate the two so that a change in the machine's load hits both alike.
+            rounds: dict[str, list[Round]] = {name: [] for name, _, _ in contenders}
+            sample = b""  # a reply of ours, shown decrypted
+            # Alternate them so that a change in the machine's load hits all alike.
             for _ in range(args.rounds):
-                for name, proc, port in (("a", bare, bare_port), ("b", app, app_port)):
-                    result, sample = await measure(proc, port, account, users, content,
-                                                   args.requests, args.concurrency)
+                for name, proc, port in contenders:
+                    result, reply = await measure(proc, port, account, users, content,
+                                                  args.requests, args.concurrency)
                     rounds[name].append(result)
+                    if name == "b":
+                        sample = reply
         finally:
-            stop(bare)
-            stop(app)
+            for _, proc, _ in contenders:
+                stop(proc)
     report(args, rounds, sample, account)
 
 
@@ -278,6 +308,12 @@ def report(args: argparse.Namespace, rounds: dict[str, list[Round]], sample: byt
           f"  p99 {percentile(latencies, 99):.1f}  max {max(latencies):.1f}   (target p99 < 50)")
     print(f"(a) latency ms: p50 {percentile(bare_latencies, 50):.1f}"
           f"  p99 {percentile(bare_latencies, 99):.1f}   (for comparison: the load client's share)")
+    if "c" in rounds:
+        naive = [ms for r in rounds["c"] for ms in r.latencies]
+        print(f"(c) naive wechatpy echo:             {rps['c']:8.0f} requests/s (median)"
+              f"   server CPU {cpu['c']:.2f} ms/request")
+        print(f"ratio (c)/(a): {rps['c'] / rps['a']:.2f} by requests/s, {cpu['a'] / cpu['c']:.2f} by CPU;"
+              f" (c) latency ms: p50 {percentile(naive, 50):.1f}  p99 {percentile(naive, 99):.1f}")
     print("sample reply (decrypted): " + reply["Content"].replace("\n", " / ")[:120])
 
 
@@ -290,6 +326,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--users", type=int, default=500, help="distinct senders")
+    parser.add_argument("--naive", action="store_true",
+                        help="also measure (c), a naive wechatpy echo (no storage, no dedup)")
     asyncio.run(run(parser.parse_args()))
 
 

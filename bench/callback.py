@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import math
 import os
 import secrets
 import statistics
@@ -42,6 +41,7 @@ import xmltodict  # noqa: E402
 from wechatpy.crypto import WeChatCrypto  # noqa: E402
 from wechatpy.utils import WeChatSigner  # noqa: E402
 
+from bench._common import cpu_seconds, percentile  # noqa: E402
 from wxbackend.embedded import EmbeddedServers, free_port  # noqa: E402
 
 BARE_APP = """
@@ -150,17 +150,6 @@ async def load(port: int, requests: list[bytes], concurrency: int) -> tuple[floa
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return time.perf_counter() - started, latencies, sample[0]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(1, min(len(ordered), math.ceil(p / 100 * len(ordered)))) - 1]
 
 
 # -- servers under test ----------------------------------------------------------------

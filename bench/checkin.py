@@ -34,7 +34,14 @@ from zoneinfo import ZoneInfo
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-from bench._common import add_server_args, bench_env, percentile, start_server, stop_server
+from bench._common import (
+    add_server_args,
+    bench_env,
+    cpu_seconds,
+    percentile,
+    start_server,
+    stop_server,
+)
 from models import ensure_indexes
 from models import meetings as meetings_model
 from models import members as members_model
@@ -145,17 +152,6 @@ async def round_of_scans(bases: list[str], meeting_id: str, tokens: list[str], c
     total = time.perf_counter() - started
     return {"total_s": total, "rate": len(tokens) / total, "p50": percentile(latencies, 50),
             "p99": percentile(latencies, 99), "max": max(latencies), "codes": codes}
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time a process has used so far (Linux /proc)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def measured(call: Any, pids: dict[str, int | None]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,3 +192,42 @@ async def bench_branch(ctx: AppContext) -> dict:
                              category="organ", code="BENCH")
     return await orgs.create(ctx, system, root["_id"], name="压测第一党支部",
                              org_type="branch", category="organ", code="BENCH-1")
+
+
+@contextlib.asynccontextmanager
+async def env_context(environ: dict[str, str]) -> AsyncIterator[AppContext]:
+    """A context on the servers a benchmark's server subprocess will use (indexes ensured)."""
+    from models import ensure_indexes
+
+    ctx = await AppContext.connect(load_settings(environ=environ), environ["WXB_MONGODB_URI"],
+                                   environ["WXB_REDIS_URL"])
+    try:
+        await ensure_indexes(ctx.db)
+        yield ctx
+    finally:
+        await ctx.close()
+
+
+async def bound_members(ctx: AppContext, count: int, channel: str,
+                        openid_prefix: str) -> list[tuple[str, dict]]:
+    """``count`` members of a new bench branch, each bound in ``channel``: (openid, member)."""
+    from datetime import date, timedelta
+
+    from wxbackend.idcard import make_id_card
+    from wxbackend.services import binding, members
+    from wxbackend.services.access import Actor
+
+    system = Actor.system_actor("bench")
+    branch = await bench_branch(ctx)
+    bound = []
+    for i in range(count):
+        born = date(1980, 1, 1) + timedelta(days=i // 500)  # 500 order codes a day
+        raw = {"name": f"党员{i:04d}", "id_card": make_id_card("350203", born, i % 500, "男"),
+               "gender": "男", "party_status": "正式党员", "category": "在职",
+               "joined_on": "2005-07-01", "full_on": "2006-07-01", "phone": f"139{i:08d}"}
+        await members.create(ctx, system, branch["_id"], raw)
+        openid = f"{openid_prefix}{i:06d}"
+        member = await binding.bind(ctx, channel, openid, None, raw["name"], raw["id_card"],
+                                    raw["phone"], "127.0.0.1")
+        bound.append((openid, member))
+    return bound

@@ -26,44 +26,24 @@ import secrets
 import statistics
 import sys
 import tempfile
-from datetime import date, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from callback import BARE_APP, Account, load, percentile, server_env, start, stop
+from callback import BARE_APP, Account, load, percentile, server_env, start
 
-from bench._common import bench_branch
-from models import ensure_indexes
-from wxbackend.context import AppContext
+from bench._common import bound_members, env_context, stop_server
 from wxbackend.embedded import EmbeddedServers, free_port
-from wxbackend.idcard import make_id_card
-from wxbackend.services import binding, members, mpsessions
-from wxbackend.services.access import Actor
-from wxbackend.settings import load_settings
+from wxbackend.services import mpsessions
 
 
 async def bound_tokens(env: dict[str, str], users: int) -> list[str]:
-    settings = load_settings(environ=env)
-    ctx = await AppContext.connect(settings, env["WXB_MONGODB_URI"], env["WXB_REDIS_URL"])
-    system = Actor.system_actor("bench")
-    try:
-        await ensure_indexes(ctx.db)
-        branch = await bench_branch(ctx)
-        tokens = []
-        for i in range(users):
-            raw = {"name": f"党员{i:04d}", "id_card": make_id_card("350203", date(1980, 1, 1) + timedelta(days=i), 1, "男"),
-                   "gender": "男", "party_status": "正式党员", "category": "在职",
-                   "joined_on": "2005-07-01", "full_on": "2006-07-01", "phone": f"1390000{i:04d}"}
-            await members.create(ctx, system, branch["_id"], raw)
-            member = await binding.bind(ctx, "mp", f"oApi{i:05d}", None, raw["name"], raw["id_card"],
-                                        raw["phone"], "127.0.0.1")
-            tokens.append(await mpsessions.open_session(ctx, openid=f"oApi{i:05d}", unionid=None,
-                                                        session_key="x", member_id=member["_id"]))
-        return tokens
-    finally:
-        await ctx.close()
+    """A mini-program bearer token for each of ``users`` bound members."""
+    async with env_context(env) as ctx:
+        return [await mpsessions.open_session(ctx, openid=openid, unionid=None, session_key="x",
+                                              member_id=member["_id"])
+                for openid, member in await bound_members(ctx, users, "mp", "oApi")]
 
 
 def me_requests(port: int, tokens: list[str], count: int) -> list[bytes]:
@@ -99,8 +79,8 @@ async def run(args: argparse.Namespace) -> None:
                                                   args.concurrency)
                 results["b"].append((seconds, lat))
         finally:
-            stop(bare)
-            stop(app)
+            stop_server(bare)
+            stop_server(app)
     report(args, results, sample)
 
 

@@ -41,7 +41,7 @@ import xmltodict  # noqa: E402
 from wechatpy.crypto import WeChatCrypto  # noqa: E402
 from wechatpy.utils import WeChatSigner  # noqa: E402
 
-from bench._common import cpu_seconds, percentile  # noqa: E402
+from bench._common import bound_members, cpu_seconds, env_context, percentile, stop_server  # noqa: E402
 from wxbackend.embedded import EmbeddedServers, free_port  # noqa: E402
 
 BARE_APP = """
@@ -173,14 +173,6 @@ def start(cmd: list[str], env: dict[str, str], marker: str) -> subprocess.Popen:
     return proc
 
 
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 def server_env(servers: EmbeddedServers, data_dir: Path, account: Account, port: int,
                keys: dict[str, str]) -> dict[str, str]:
     return {"WXB_DATA_DIR": str(data_dir), "WXB_MONGODB_URI": servers.mongodb_uri,
@@ -196,31 +188,8 @@ async def seed_users(env: dict[str, str], message: str, users: int) -> list[str]
     openids = [f"oBench{i:06d}" for i in range(users)]
     if message == "help":
         return openids
-    from datetime import date, timedelta
-
-    from bench._common import bench_branch
-    from models import ensure_indexes
-    from wxbackend.context import AppContext
-    from wxbackend.idcard import make_id_card
-    from wxbackend.services import binding, members
-    from wxbackend.services.access import Actor
-    from wxbackend.settings import load_settings
-
-    settings = load_settings(environ=env)
-    ctx = await AppContext.connect(settings, env["WXB_MONGODB_URI"], env["WXB_REDIS_URL"])
-    system = Actor.system_actor("bench")
-    try:
-        await ensure_indexes(ctx.db)
-        branch = await bench_branch(ctx)
-        for i, openid in enumerate(openids):
-            born = date(1980, 1, 1) + timedelta(days=i // 500)  # 500 order codes a day
-            raw = {"name": f"党员{i:04d}", "id_card": make_id_card("350203", born, i % 500, "男"),
-                   "gender": "男", "party_status": "正式党员", "category": "在职",
-                   "joined_on": "2005-07-01", "full_on": "2006-07-01"}
-            await members.create(ctx, system, branch["_id"], raw)
-            await binding.bind(ctx, "oa", openid, None, raw["name"], raw["id_card"], "", "")
-    finally:
-        await ctx.close()
+    async with env_context(env) as ctx:
+        await bound_members(ctx, users, "oa", "oBench")
     return openids
 
 
@@ -269,7 +238,7 @@ async def run(args: argparse.Namespace) -> None:
                         sample = reply
         finally:
             for _, proc, _ in contenders:
-                stop(proc)
+                stop_server(proc)
     report(args, rounds, sample, account)
 
 

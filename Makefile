@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint clean
+.PHONY: run test test-dates lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The whole suite on the dates where the calendar's rules differ (README, "Tests").
+TEST_DATES := 2027-03-31 2027-06-30T23:30+08:00 2027-12-31 2028-01-01
+test-dates: $(STAMP)
+	set -e; for day in $(TEST_DATES); do \
+		echo "== WXB_TEST_TODAY=$$day"; \
+		WXB_TEST_TODAY=$$day $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); \
+	done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

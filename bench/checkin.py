@@ -68,17 +68,17 @@ async def build(ctx: AppContext, n: int) -> tuple[dict[str, Any], list[str]]:
             "name": f"党员{i:04d}", "id_card": make_id_card("350203", birth, i % 500, "男"),
             "gender": "男", "birth_date": birth.isoformat(), "ethnicity": "汉族", "education": "大学本科",
             "phone": f"139{i:08d}", "party_status": "正式党员", "joined_on": "2000-07-01",
-            "full_on": "2001-07-01", "category": "在职"})
+            "full_on": "2001-07-01", "category": "在职"}, today=ctx.clock.today())
         assert not errors, errors
         doc = members.new_document(ctx, clean, branch)
         doc["mp_openid"] = f"oBench{stamp}{i:05d}"
         docs.append(doc)
     for start in range(0, n, 500):
         await members_model.insert_many(ctx.db, docs[start:start + 500])
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = ctx.clock.now().replace(microsecond=0)
     meeting = meetings_model.new_meeting(
         branch, "branch_assembly", "压测支部党员大会", now - timedelta(minutes=10), now + timedelta(hours=3),
-        {"user_id": None, "name": "压测"}, SHANGHAI, status="planned", published_at=now,
+        {"user_id": None, "name": "压测"}, SHANGHAI, now=now, status="planned", published_at=now,
         expected=[d["_id"] for d in docs], expected_count=n)
     await meetings_model.insert(ctx.db, meeting)
     tokens = [await mpsessions.open_session(ctx, openid=d["mp_openid"], unionid=None, session_key="k",

@@ -98,7 +98,7 @@ def _member(ctx, i: int, branch: dict) -> dict:
         "name": f"党员{i:05d}", "gender": gender, "birth_date": birth.isoformat(),
         "id_card": make_id_card("350203", birth, i % 500, gender), "phone": f"139{i:08d}",
         "party_status": "正式党员", "joined_on": (birth + timedelta(days=9200)).isoformat(),
-        "full_on": (birth + timedelta(days=9600)).isoformat(), "category": "在职"})
+        "full_on": (birth + timedelta(days=9600)).isoformat(), "category": "在职"}, today=ctx.clock.today())
     assert not errors, errors
     doc = members.new_document(ctx, clean, branch)
     doc.update(oa_openid=f"oBench{i:06d}", oa_following=True)

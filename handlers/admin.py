@@ -65,7 +65,7 @@ class OrgHandler(AdminHandler):
         self.render("admin/org.html", org=org, children=children, org_name=tree.name,
                     crumbs=await orgs.breadcrumbs(self.ctx, org),
                     members=[members.present(self.ctx, m) for m in direct if m["org_id"] == org["_id"]],
-                    term_end=orgs.term_end(org), overdue=orgs.term_overdue(org),
+                    term_end=orgs.term_end(org), overdue=orgs.term_overdue(org, self.ctx.clock.today()),
                     child_types=[t for t, parents in ORG_PARENT_TYPES.items() if org["type"] in parents],
                     compliance=await compliance_panel(self.ctx, self.actor, org))
 

@@ -38,7 +38,7 @@ async def compliance_panel(ctx: AppContext, actor: Actor, org: dict[str, Any]) -
     """What the organisation page's compliance panel shows: this month and the last."""
     if not actor.can("meeting.view", org["org_ancestors"]) or org["type"] == "group":
         return None
-    this = compliance.current_month()
+    this = ctx.clock.month()
     last = compliance.shift_month(this, -1)
     if org["type"] == "branch":
         return {"kind": "branch", "this": await compliance.branch_status(ctx, actor, org["_id"], this),
@@ -50,7 +50,7 @@ async def compliance_panel(ctx: AppContext, actor: Actor, org: dict[str, Any]) -
 
 class MonthMixin(AdminHandler):
     def month_arg(self) -> str:
-        raw = self.get_query_argument("month", "") or compliance.current_month()
+        raw = self.get_query_argument("month", "") or self.ctx.clock.month()
         return compliance.parse_month(raw)
 
     def render(self, template_name: str, **kwargs: Any) -> Any:
@@ -167,7 +167,7 @@ class MemberAttendanceHandler(MonthMixin):
     @tornado.web.authenticated
     async def get(self, member_id: str) -> None:
         raw = self.get_query_argument("year", "")
-        year = int(raw) if raw.isdigit() and 2000 <= int(raw) <= 2100 else int(compliance.current_month()[:4])
+        year = int(raw) if raw.isdigit() and 2000 <= int(raw) <= 2100 else int(self.ctx.clock.month()[:4])
         sheet = await ledger.member_year(self.ctx, self.actor, member_id, year)
         org = await orgs.get(self.ctx, sheet.member["org_id"])
         self.render("admin/ledger_member.html", sheet=sheet, org=org, labels=ledger.ATTENDANCE_LABELS,

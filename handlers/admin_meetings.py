@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import base64
 import calendar
-from datetime import UTC, date, datetime, timedelta
+import functools
+from datetime import date, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import tornado.escape
 import tornado.web
@@ -34,10 +34,10 @@ from handlers.admin_base import AdminHandler
 from handlers.api.meetings import send_file
 from models import meetings as meetings_model
 from models.enums import MEETING_TYPES
+from wxbackend.clock import SHANGHAI
 from wxbackend.errors import InvalidInput
 from wxbackend.services import checkin, meetings, orgs
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 ID = "[0-9a-f]{24}"
 FORM_FIELDS = ("type", "title", "topic", "agenda", "place", "online_link", "start", "end",
                "reminder_minutes", "audience", "group_id", "member_ids")
@@ -47,13 +47,13 @@ ACTIONS_DONE = {"publish": "已发布，参会党员将收到通知", "start": "
                 "materials": "材料已上传", "leave": "已处理请假申请", "checkin": "已代签到"}
 
 
-def _month(text: str) -> tuple[int, int]:
+def _month(text: str, today: date) -> tuple[int, int]:
+    """The month asked for ("2026-12"), or this month when none or a bad one is."""
     try:
         year, month = (int(p) for p in text.split("-"))
         date(year, month, 1)
         return year, month
     except (ValueError, TypeError):
-        today = datetime.now(SHANGHAI)
         return today.year, today.month
 
 
@@ -62,7 +62,7 @@ class CalendarHandler(AdminHandler):
     async def get(self, org_id: str) -> None:
         org = await orgs.view(self.ctx, self.actor, org_id)
         self.actor.require("meeting.view", org["org_ancestors"])
-        year, month = _month(self.get_query_argument("month", ""))
+        year, month = _month(self.get_query_argument("month", ""), self.ctx.clock.today())
         key = f"{year:04d}-{month:02d}"
         rows = await meetings_model.in_org_month(self.ctx.db, org["_id"], key)
         by_day: dict[date, list[dict[str, Any]]] = {}
@@ -73,7 +73,8 @@ class CalendarHandler(AdminHandler):
                     weeks=calendar.Calendar().monthdatescalendar(year, month), by_day=by_day,
                     prev=(first - timedelta(days=1)).strftime("%Y-%m"),
                     next=(first + timedelta(days=32)).strftime("%Y-%m"),
-                    status_label=meetings.status_label, types=MEETING_TYPES, meetings_list=rows)
+                    status_label=functools.partial(meetings.status_label, now=self.ctx.clock.now()),
+                    types=MEETING_TYPES, meetings_list=rows)
 
 
 class FormMixin(AdminHandler):
@@ -111,7 +112,7 @@ class MeetingNewHandler(FormMixin):
     async def get(self, org_id: str) -> None:
         org = await orgs.view(self.ctx, self.actor, org_id)
         self.actor.require("meeting.manage", org["org_ancestors"])
-        start = (datetime.now(SHANGHAI) + timedelta(days=7)).replace(hour=15, minute=0)
+        start = (self.ctx.clock.now().astimezone(SHANGHAI) + timedelta(days=7)).replace(hour=15, minute=0)
         await self.render_form(org, None, {"type": "theme_day", "audience": "branch",
                                            "start": start.strftime("%Y-%m-%dT%H:%M"),
                                            "end": (start + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")}, {})
@@ -153,15 +154,16 @@ class MeetingHandler(AdminHandler):
     @tornado.web.authenticated
     async def get(self, meeting_id: str) -> None:
         meeting = await meetings.view(self.ctx, self.actor, meeting_id)
+        now = self.ctx.clock.now()
         org = await orgs.get(self.ctx, meeting["org_id"])
         names = await meetings.member_names(self.ctx, meeting)
         unmarked = sorted(((str(i), names.get(str(i), "")) for i in meeting.get("expected") or ()
                            if str(i) not in (meeting.get("attendance") or {})), key=lambda p: p[1])
         self.render("admin/meeting.html", meeting=meeting, org=org, types=MEETING_TYPES,
-                    status=meetings.display_status(meeting), status_label=meetings.status_label(meeting),
+                    status=meetings.display_status(meeting, now), status_label=meetings.status_label(meeting, now),
                     leave=meetings.leave_requests(meeting, names), unmarked=unmarked,
                     absent=meetings_model.absent_count(meeting), minutes_text=meetings.current_minutes(meeting),
-                    opens=meetings.checkin_opens_at(self.ctx, meeting), now=datetime.now(UTC),
+                    opens=meetings.checkin_opens_at(self.ctx, meeting), now=now,
                     settings=self.ctx.settings.meetings)
 
 
@@ -233,7 +235,7 @@ def screen_state(ctx: Any, meeting: dict[str, Any]) -> dict[str, Any]:
     counts = meeting["counts"]
     return {"token": token, "image": "data:image/png;base64," + png,
             "refresh_in": checkin.seconds_left(ctx), "present": counts["present"],
-            "expected": meeting["expected_count"], "status": meetings.display_status(meeting)}
+            "expected": meeting["expected_count"], "status": meetings.display_status(meeting, ctx.clock.now())}
 
 
 class ScreenHandler(AdminHandler):

@@ -12,11 +12,9 @@ import functools
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from models import enums
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
+from wxbackend.clock import SHANGHAI
 
 
 def local_time(handler: Any, value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:

@@ -25,7 +25,7 @@ however many members attend. "Absent" is never stored.
 
 Example::
 
-    doc = new_meeting(org, "theme_day", "三月主题党日", start, end, organiser, tz)
+    doc = new_meeting(org, "theme_day", "三月主题党日", start, end, organiser, tz, now=now)
     await insert(db, doc)
     await mark_attendance(db, doc["_id"], member_id, {"status": "present", ...})
 """
@@ -85,10 +85,9 @@ def month_of(start: datetime, tz: ZoneInfo) -> str:
 
 
 def new_meeting(org: dict[str, Any], meeting_type: str, title: str, start: datetime,
-                end: datetime, organiser: dict[str, Any], tz: ZoneInfo,
+                end: datetime, organiser: dict[str, Any], tz: ZoneInfo, *, now: datetime,
                 **fields: Any) -> dict[str, Any]:
-    """A draft meeting document with every maintained field initialised."""
-    now = fields.pop("now", None) or datetime.now(start.tzinfo)
+    """A draft meeting document, made at ``now``, with every maintained field initialised."""
     doc = {
         "_id": ObjectId(), "org_id": org["_id"], "org_ancestors": org["org_ancestors"],
         "type": meeting_type, "title": title, "topic": "", "agenda": "", "place": "",

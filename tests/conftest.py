@@ -9,10 +9,12 @@ a collection scan fails the test (tests/queryshapes.py).
 from __future__ import annotations
 
 import base64
+import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from tests.queryshapes import QueryRecorder, check_pending
 from tests.webclient import WebClient
 from tests.wechat_fixtures import sandbox  # noqa: F401  (fixture for WeChat tests)
 from wxbackend.app import make_app
+from wxbackend.clock import Clock, parse_instant
 from wxbackend.context import AppContext
 from wxbackend.embedded import EmbeddedServers, free_port
 from wxbackend.services import admins, orgs
@@ -61,12 +64,29 @@ def settings(servers: EmbeddedServers, tmp_path: Path) -> Settings:
     return make_settings(servers, tmp_path)
 
 
+def suite_start() -> datetime | None:
+    """Where each test's clock starts: ``WXB_TEST_TODAY`` (an ISO date or date-time), else now.
+
+    ``WXB_TEST_TODAY=2027-03-31 make test`` runs the whole suite as if on that day
+    (10:00 in Shanghai for a bare date); see README, "Testing".
+    """
+    raw = os.environ.get("WXB_TEST_TODAY", "").strip()
+    return parse_instant(raw) if raw else None
+
+
 @pytest.fixture
-async def ctx(servers: EmbeddedServers, settings: Settings) -> AsyncIterator[AppContext]:
+def clock() -> Clock:
+    """The application clock of one test; a test that cares about the date sets it."""
+    start = suite_start()
+    return Clock.starting_at(start) if start else Clock()
+
+
+@pytest.fixture
+async def ctx(servers: EmbeddedServers, settings: Settings, clock: Clock) -> AsyncIterator[AppContext]:
     recorder = QueryRecorder()
     context = await AppContext.connect(settings, servers.mongodb_uri, servers.redis_url,
                                        database=f"t_{uuid.uuid4().hex[:12]}",
-                                       event_listeners=[recorder])
+                                       event_listeners=[recorder], clock=clock)
     await context.redis.flushdb()
     await ensure_indexes(context.db)
     try:
@@ -117,19 +137,27 @@ class City:
 SYSTEM = Actor.system_actor("tests")
 
 
+def years_before(day: date, years: int, months: int = 0) -> str:
+    """The ISO date ``years`` and ``months`` before ``day`` (the 28th for a day a month lacks)."""
+    total = day.year * 12 + day.month - 1 - years * 12 - months
+    return date(total // 12, total % 12 + 1, min(day.day, 28)).isoformat()
+
+
 async def build_city(ctx: AppContext) -> City:
+    """Terms relative to the clock: both districts and A1 overdue, A2 and B1 in their term."""
+    today = ctx.clock.today()
     root = await orgs.create(ctx, SYSTEM, None, name="中共示范市委员会", org_type="committee",
                              category="organ", code="ROOT")
     da = await orgs.create(ctx, SYSTEM, root["_id"], name="东区区委", org_type="committee",
-                           category="organ", code="DA", term_start="2021-06-01")
+                           category="organ", code="DA", term_start=years_before(today, 5, 6))
     db_ = await orgs.create(ctx, SYSTEM, root["_id"], name="西区区委", org_type="committee",
-                            category="organ", code="DB", term_start="2021-06-01")
+                            category="organ", code="DB", term_start=years_before(today, 5, 6))
     a1 = await orgs.create(ctx, SYSTEM, da["_id"], name="东区第一党支部", org_type="branch",
-                           category="community", code="A1", term_start="2020-01-01")
+                           category="community", code="A1", term_start=years_before(today, 6))
     a2 = await orgs.create(ctx, SYSTEM, da["_id"], name="东区第二党支部", org_type="branch",
-                           category="organ", code="A2", term_start="2024-01-01")
+                           category="organ", code="A2", term_start=years_before(today, 1))
     b1 = await orgs.create(ctx, SYSTEM, db_["_id"], name="西区第一党支部", org_type="branch",
-                           category="school", code="B1", term_start="2024-01-01")
+                           category="school", code="B1", term_start=years_before(today, 1))
     users = {}
     for username, role, org in [("city", "city_admin", root), ("east", "committee_admin", da),
                                 ("west", "committee_admin", db_), ("sec_a1", "secretary", a1),

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from bson import ObjectId
 
 from models import meetings as meetings_model
 from tests.conftest import City
 from tests.factories import member_fields
+from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
 from wxbackend.services import binding, members, mpsessions, orgs
 from wxbackend.services.access import Actor, Role
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 SYSTEM = Actor.system_actor("tests")
 
 
@@ -77,23 +76,23 @@ def local_start(day: date, hour: int = 15) -> datetime:
     return datetime.combine(day, time(hour), SHANGHAI).astimezone(UTC)
 
 
-def mark(status: str, how: str = "manual") -> dict[str, Any]:
-    return {"status": status, "how": how, "at": datetime.now(UTC)}
+def mark(status: str, how: str, at: datetime) -> dict[str, Any]:
+    return {"status": status, "how": how, "at": at}
 
 
 def build(org: dict[str, Any], meeting_type: str, day: date, expected: list[dict[str, Any]], *,
           status: str = "finished", present: list[dict[str, Any]] = (), online: list[dict[str, Any]] = (),
           excused: list[dict[str, Any]] = (), title: str = "", **fields: Any) -> dict[str, Any]:
     start = local_start(day)
-    attendance = {str(m["_id"]): mark("present") for m in present}
-    attendance.update({str(m["_id"]): mark("online", "online") for m in online})
-    attendance.update({str(m["_id"]): mark("excused", "leave") for m in excused})
+    attendance = {str(m["_id"]): mark("present", "manual", start) for m in present}
+    attendance.update({str(m["_id"]): mark("online", "online", start) for m in online})
+    attendance.update({str(m["_id"]): mark("excused", "leave", start) for m in excused})
     return meetings_model.new_meeting(
         org, meeting_type, title or f"{day:%m}月{meeting_type}", start, start + timedelta(hours=2),
-        {"user_id": None, "name": "书记"}, SHANGHAI, status=status,
+        {"user_id": None, "name": "书记"}, SHANGHAI, now=start - timedelta(days=7), status=status,
         expected=[m["_id"] for m in expected], expected_count=len(expected), attendance=attendance,
         counts={"present": len(present), "online": len(online), "excused": len(excused)},
-        finished_at=datetime.now(UTC) if status == "finished" else None, **fields)
+        finished_at=start + timedelta(hours=2) if status == "finished" else None, **fields)
 
 
 async def held(ctx: AppContext, org: dict[str, Any], meeting_type: str, day: date,

@@ -12,20 +12,19 @@ seconds a test); the web tests that log in use conftest's ``city`` instead::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from bson import ObjectId
 
 from models import meetings as meetings_model
 from tests.factories import member_fields
+from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
 from wxbackend.services import binding, meetings, members, orgs
 from wxbackend.services.access import Actor, Role
 
 SYSTEM = Actor.system_actor("tests")
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 @dataclass
@@ -80,15 +79,16 @@ async def planned_meeting(ctx: AppContext, town: Town, start: datetime, **extra:
 
 async def live_meeting(ctx: AppContext, town: Town, **extra: Any) -> dict[str, Any]:
     """Published; started 10 minutes ago, ends in 80: check-in is open."""
-    return await planned_meeting(ctx, town, datetime.now(UTC) - timedelta(minutes=10), **extra)
+    return await planned_meeting(ctx, town, ctx.clock.now() - timedelta(minutes=10), **extra)
 
 
 async def past_meeting(ctx: AppContext, town: Town, days_ago: int,
                        expected: list[dict[str, Any]]) -> dict[str, Any]:
     """A finished meeting of the past, written directly (publishing refuses past times)."""
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=days_ago)
+    start = ctx.clock.now().replace(microsecond=0) - timedelta(days=days_ago)
     doc = meetings_model.new_meeting(town.branch, "lecture", "往期党课", start, start + timedelta(hours=1),
-                                     {"user_id": None, "name": "王书记"}, SHANGHAI, status="finished",
+                                     {"user_id": None, "name": "王书记"}, SHANGHAI,
+                                     now=start - timedelta(days=7), status="finished",
                                      expected=[m["_id"] for m in expected], expected_count=len(expected))
     await meetings_model.insert(ctx.db, doc)
     return doc

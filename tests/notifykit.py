@@ -135,9 +135,11 @@ async def small_city(ctx: AppContext) -> City:
 def worker_env(ctx: AppContext, **overrides: str) -> dict[str, str]:
     """The environment of a ``python -m wxbackend worker`` that sees what ``ctx`` sees.
 
-    The schedules are off: the tests call recovery themselves, at known moments.
+    The schedules are off: the tests call recovery themselves, at known moments. The
+    worker's clock runs with the test's offset, so both see the same date.
     """
     return {**os.environ, **settings_environ(ctx.settings), "WXB_MONGODB_DATABASE": ctx.db.name,
+            "WXB_CLOCK_OFFSET_SECONDS": repr(ctx.clock.offset.total_seconds()),
             "WXB_JOBS_WORKER_RECOVERY": "", "WXB_JOBS_OUTBOX_RECOVERY": "",
             "WXB_JOBS_SECRETARY_DIGEST": "", "WXB_JOBS_PRUNE": "", "WXB_LOG_FORMAT": "text",
             **overrides}

@@ -1,7 +1,7 @@
 """Check-in: the rules, the rotating code, idempotency under retries and races."""
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from bson import ObjectId
@@ -55,7 +55,7 @@ async def test_refusals_record_nothing(ctx, town):
     people = await add_people(ctx, town, 2)
     stranger = (await add_people(ctx, town, 1, other=True))[0]
     meeting = await live_meeting(ctx, town, audience="list", member_ids=[str(people[0]["_id"])])
-    future = await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(hours=3))
+    future = await planned_meeting(ctx, town, ctx.clock.now() + timedelta(hours=3))
     cancelled = await live_meeting(ctx, town)
     await meetings.cancel(ctx, town.secretary, cancelled["_id"])
     mid = meeting["_id"]
@@ -64,7 +64,7 @@ async def test_refusals_record_nothing(ctx, town):
     err = await refused(checkin.check_in_member(ctx, future["_id"], people[0], "mp_code"),
                         "checkin_window_closed")
     assert "签到尚未开始" in err.message
-    late = datetime.now(UTC) + timedelta(hours=2)
+    late = ctx.clock.now() + timedelta(hours=2)
     err = await refused(checkin.check_in_member(ctx, mid, people[0], "mp_code", now=late),
                         "checkin_window_closed")
     assert "已结束" in err.message
@@ -87,7 +87,7 @@ async def test_branch_members_may_check_in_when_the_secretary_allows(ctx, town):
 async def test_rotating_code_accepts_this_and_the_previous_step_only(ctx, town):
     people = await add_people(ctx, town, 4)
     meeting = await live_meeting(ctx, town)
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     step = ctx.settings.meetings.rotating_step_seconds
     current = checkin.rotating_token(ctx, meeting["_id"], now)
     previous = checkin.rotating_token(ctx, meeting["_id"], now - timedelta(seconds=step))
@@ -110,11 +110,11 @@ async def test_rotating_code_accepts_this_and_the_previous_step_only(ctx, town):
 def test_rotating_token_needs_the_secret_key(ctx):
     meeting_id = ObjectId()
     token = checkin.rotating_token(ctx, meeting_id)
-    assert checkin.verify_token(ctx, token, datetime.now(UTC)) == meeting_id
+    assert checkin.verify_token(ctx, token, ctx.clock.now()) == meeting_id
     ctx.caches.pop("checkin.token_key")
     ctx.settings.security.secret_key = "another-secret-key-of-at-least-32-chars!!"
     with pytest.raises(DomainError) as err:
-        checkin.verify_token(ctx, token, datetime.now(UTC))
+        checkin.verify_token(ctx, token, ctx.clock.now())
     assert err.value.code == "checkin_token_invalid"
 
 
@@ -148,7 +148,7 @@ async def test_a_meeting_moved_meanwhile_is_judged_again(ctx, town):
     people = await add_people(ctx, town, 1)
     meeting = await live_meeting(ctx, town)
     await checkin._header(ctx, meeting["_id"])        # this process now holds the old times
-    later = datetime.now(UTC) + timedelta(days=1)
+    later = ctx.clock.now() + timedelta(days=1)
     await ctx.db.meetings.update_one({"_id": meeting["_id"]},
                                      {"$set": {"start": later, "end": later + timedelta(hours=1)}})
     await refused(checkin.check_in_member(ctx, meeting["_id"], people[0], "mp_code"), "checkin_window_closed")

@@ -1,7 +1,7 @@
 """Check-in through WeChat, played by the sandbox: the official account's QR code and the codes we print."""
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -71,7 +71,7 @@ async def test_scans_refused_with_the_reason(ctx, town, wechat):
     await bind(ctx, people[0], "oa", "oScan1")
     await bind(ctx, stranger, "oa", "oStranger")
     meeting = await live_meeting(ctx, town)
-    later = await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(days=1))
+    later = await planned_meeting(ctx, town, ctx.clock.now() + timedelta(days=1))
     cancelled = await live_meeting(ctx, town)
     await meetings.cancel(ctx, town.secretary, cancelled["_id"])
     assert "这不是您所在党支部的会议" in await scan(wechat, "oStranger", scene=checkin.oa_scene(meeting["_id"]))
@@ -86,7 +86,7 @@ async def test_the_keyword_lists_upcoming_meetings(ctx, town, wechat):
     people = await add_people(ctx, town, 1)
     await wechat.follow("oScan1")
     await bind(ctx, people[0], "oa", "oScan1")
-    await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(days=1))
+    await planned_meeting(ctx, town, ctx.clock.now() + timedelta(days=1))
     said = await wechat.http.post("/sandbox/users/oScan1/say", json={"content": "会议"})
     text = said.json()["reply"]["Content"]
     assert text.startswith("您近期的组织生活") and "主题党日：三月主题党日，党员活动室" in text

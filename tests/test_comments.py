@@ -67,7 +67,7 @@ async def test_a_member_of_another_branch_can_neither_read_nor_write(ctx, scene)
 
 async def test_comments_wait_until_the_meeting_has_started(ctx, scene):
     city, people, _, _ = scene
-    later = await held(ctx, city.branch_a1, "lecture", date.today() + timedelta(days=5), people,
+    later = await held(ctx, city.branch_a1, "lecture", ctx.clock.today() + timedelta(days=5), people,
                        present=people[:1], status="planned")
     with pytest.raises(DomainError) as refused:
         await comments.post(ctx, people[0], later["_id"], "提前写好的心得")

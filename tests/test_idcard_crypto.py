@@ -9,10 +9,12 @@ from wxbackend.errors import InvalidInput
 from wxbackend.fieldcrypto import FieldCipher, mask_id_card, mask_phone
 from wxbackend.idcard import check_digit, make_id_card, parse_id_card
 
+TODAY = date(2026, 12, 3)
+
 
 def test_published_example_number_is_valid():
     # The example of GB 11643-1999: check digit X.
-    card = parse_id_card("11010519491231002x")
+    card = parse_id_card("11010519491231002x", today=TODAY)
     assert card.number == "11010519491231002X"
     assert card.birth_date == date(1949, 12, 31)
     assert card.gender == "女"
@@ -28,14 +30,14 @@ def test_published_example_number_is_valid():
 ])
 def test_invalid_numbers_are_refused_with_a_reason(raw, code):
     with pytest.raises(InvalidInput) as caught:
-        parse_id_card(raw)
+        parse_id_card(raw, today=TODAY)
     assert caught.value.code == code
 
 
 def test_generated_numbers_round_trip():
     for i, gender in enumerate(["男", "女"] * 50):
         number = make_id_card("350203", date(1970 + i % 30, 1 + i % 12, 1 + i % 28), i, gender)
-        card = parse_id_card(number)
+        card = parse_id_card(number, today=TODAY)
         assert card.gender == gender
         assert number[-1] == check_digit(number[:17])
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
-from datetime import date
+from datetime import date, datetime
 
 import pytest
 from openpyxl import load_workbook
 
 from tests.conftest import ADMIN_PASSWORD
 from tests.meetingkit import actor, add_members, held, light_city
+from wxbackend.clock import SHANGHAI
 from wxbackend.errors import Forbidden
 from wxbackend.services import comments, compliance, ledger
 
@@ -77,8 +78,11 @@ async def test_the_excel_export_has_meetings_attendance_and_minutes(ctx, book):
 
 async def test_the_pages_over_http(ctx, city, web):
     """Committee and branch pages, the export and moderation, as secretaries use them."""
+    # An ordinary month: in a quarter's last month the quarterly types are due too
+    # (tests/test_calendar.py walks the months that differ).
+    ctx.clock.set(datetime(2027, 5, 14, 10, tzinfo=SHANGHAI))
     people = await add_members(ctx, city.branch_a1, 3)
-    this_month = compliance.current_month()
+    this_month = ctx.clock.month()
     day = date.fromisoformat(this_month + "-01")
     meeting = await held(ctx, city.branch_a1, "theme_day", day, people, present=people[:2], title="主题党日活动")
     await compliance.meeting_finished(ctx, meeting)

@@ -26,7 +26,7 @@ async def town(ctx):
 
 
 async def test_create_validates_each_field_and_stores_nothing(ctx, town):
-    bad = plan_fields(datetime.now(UTC), title="", type="party", online_link="ftp://x")
+    bad = plan_fields(ctx.clock.now(), title="", type="party", online_link="ftp://x")
     bad["end"] = bad["start"] - timedelta(hours=1)
     with pytest.raises(InvalidInput) as err:
         await meetings.create(ctx, town.secretary, town.branch["_id"], bad)
@@ -38,10 +38,10 @@ async def test_create_validates_each_field_and_stores_nothing(ctx, town):
 async def test_only_the_branchs_own_secretary_plans_its_meetings(ctx, town):
     with pytest.raises(Forbidden):
         await meetings.create(ctx, town.secretary, town.other["_id"],
-                              plan_fields(datetime.now(UTC)))
+                              plan_fields(ctx.clock.now()))
     with pytest.raises(DomainError) as err:
         await meetings.create(ctx, town.district_admin, town.district["_id"],
-                              plan_fields(datetime.now(UTC)))
+                              plan_fields(ctx.clock.now()))
     assert err.value.code == "not_a_branch"
 
 
@@ -53,7 +53,7 @@ async def test_publish_materialises_attendees_and_notifies_each(ctx, town, sandb
     await bind(ctx, people[1], "mp", "oMiniGranted")
     await sandbox.http.post("/sandbox/mp/users/oMiniGranted/grant-subscribe",
                             json={"template_id": ctx.settings.meetings.mp_template_id})
-    start = datetime.now(UTC) + timedelta(days=2)
+    start = ctx.clock.now() + timedelta(days=2)
     meeting = await planned_meeting(ctx, town, start)
     assert meeting["status"] == "planned" and meeting["expected_count"] == 3
     assert set(meeting["expected"]) == {p["_id"] for p in people}
@@ -80,7 +80,7 @@ async def test_time_change_and_cancellation_notify_again(ctx, town, sandbox):
     people = await add_people(ctx, town, 2)
     await sandbox.follow("oF1")
     await bind(ctx, people[0], "oa", "oF1")
-    meeting = await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(days=1))
+    meeting = await planned_meeting(ctx, town, ctx.clock.now() + timedelta(days=1))
     actor = town.secretary
     later = plan_fields(meeting["start"] + timedelta(hours=2))
     moved = await meetings.update(ctx, actor, meeting["_id"], later)
@@ -98,8 +98,8 @@ async def test_reminder_goes_out_once_before_the_start(ctx, town, sandbox):
     people = await add_people(ctx, town, 1)
     await sandbox.follow("oF1")
     await bind(ctx, people[0], "oa", "oF1")
-    await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(minutes=30))
-    await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(hours=5))   # not yet due
+    await planned_meeting(ctx, town, ctx.clock.now() + timedelta(minutes=30))
+    await planned_meeting(ctx, town, ctx.clock.now() + timedelta(hours=5))   # not yet due
     assert await meeting_notices.send_due_reminders(ctx) == 1
     assert await meeting_notices.send_due_reminders(ctx) == 0
     got = await notices(ctx, people)
@@ -109,12 +109,12 @@ async def test_reminder_goes_out_once_before_the_start(ctx, town, sandbox):
 async def test_state_machine_moves_by_conditional_updates(ctx, town):
     await add_people(ctx, town, 2)
     actor = town.secretary
-    future = await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(days=1))
+    future = await planned_meeting(ctx, town, ctx.clock.now() + timedelta(days=1))
     with pytest.raises(DomainError) as err:
         await meetings.finish(ctx, actor, future["_id"])
     assert err.value.code == "meeting_not_started"
     meeting = await live_meeting(ctx, town)
-    assert meetings.display_status(meeting) == "in_progress"
+    assert meetings.display_status(meeting, ctx.clock.now()) == "in_progress"
     started = await meetings.start(ctx, actor, meeting["_id"])
     assert started["status"] == "in_progress"
     with pytest.raises(Conflict):
@@ -130,7 +130,7 @@ async def test_state_machine_moves_by_conditional_updates(ctx, town):
 async def test_the_minute_job_moves_started_meetings(ctx, town):
     await add_people(ctx, town, 1)
     meeting = await live_meeting(ctx, town)
-    await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(days=1))
+    await planned_meeting(ctx, town, ctx.clock.now() + timedelta(days=1))
     assert await meetings.every_minute(ctx) == {"started": 1, "reminded": 0}
     assert (await reload(ctx, meeting))["status"] == "in_progress"
     assert await meetings.start_due(ctx) == 0
@@ -163,7 +163,7 @@ async def test_minutes_confirmed_are_read_only_except_by_audited_amendment(ctx, 
 async def test_leave_request_approval_counts_as_excused(ctx, town):
     people = await add_people(ctx, town, 3)
     actor = town.secretary
-    meeting = await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(days=1))
+    meeting = await planned_meeting(ctx, town, ctx.clock.now() + timedelta(days=1))
     first = await meetings.request_leave(ctx, people[0], meeting["_id"], "出差")
     again = await meetings.request_leave(ctx, people[0], meeting["_id"], "出差")
     assert first["status"] == again["status"] == "pending"
@@ -186,7 +186,7 @@ async def test_leave_refused_after_the_start_and_outside_the_branch(ctx, town):
     with pytest.raises(DomainError) as err:
         await meetings.request_leave(ctx, people[0], meeting["_id"], "出差")
     assert err.value.code == "leave_too_late"
-    future = await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(days=1))
+    future = await planned_meeting(ctx, town, ctx.clock.now() + timedelta(days=1))
     with pytest.raises(Forbidden) as err:
         await meetings.request_leave(ctx, stranger, future["_id"], "出差")
     assert err.value.code == "out_of_scope"
@@ -196,7 +196,7 @@ async def test_leave_refused_after_the_start_and_outside_the_branch(ctx, town):
 async def test_materials_are_type_and_size_checked(ctx, town):
     await add_people(ctx, town, 1)
     actor = town.secretary
-    meeting = await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(days=1))
+    meeting = await planned_meeting(ctx, town, ctx.clock.now() + timedelta(days=1))
     pdf = b"%PDF-1.4\n" + b"x" * 100
     entry = await meetings.add_material(ctx, actor, meeting["_id"], "学习材料.pdf", pdf)
     stored = await reload(ctx, meeting)
@@ -222,7 +222,7 @@ async def test_material_count_is_capped(ctx, town):
     await add_people(ctx, town, 1)
     actor = town.secretary
     ctx.settings.meetings.material_max_count = 2
-    meeting = await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(days=1))
+    meeting = await planned_meeting(ctx, town, ctx.clock.now() + timedelta(days=1))
     for i in range(2):
         await meetings.add_material(ctx, actor, meeting["_id"], f"{i}.txt", "材料".encode())
     with pytest.raises(Conflict):
@@ -233,7 +233,7 @@ async def test_material_count_is_capped(ctx, town):
 async def test_members_see_their_upcoming_and_past_meetings(ctx, town):
     people = await add_people(ctx, town, 2)
     actor = town.secretary
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     soon = await planned_meeting(ctx, town, now + timedelta(days=1))
     live = await live_meeting(ctx, town)
     past = await past_meeting(ctx, town, 3, people)

@@ -1,6 +1,6 @@
 """The phone's meeting API over real HTTP: lists, details, materials, leave, check-in, online."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -101,7 +101,7 @@ async def test_rotating_code_through_the_api(ctx, town, api):
     token = checkin.rotating_token(ctx, meeting["_id"])
     ok = await api.post(url, headers=me, json={"method": "rotating", "token": token})
     assert ok.json()["code"] == "checked_in" and ok.json()["how"] == "rotating"
-    old = checkin.rotating_token(ctx, meeting["_id"], datetime.now(UTC) - timedelta(minutes=5))
+    old = checkin.rotating_token(ctx, meeting["_id"], ctx.clock.now() - timedelta(minutes=5))
     for bad, code in ((old, "checkin_token_expired"), (token[:-3] + "xyz", "checkin_token_invalid"),
                       (None, "checkin_token_invalid")):
         answer = await api.post(url, headers=other, json={"method": "rotating", "token": bad})
@@ -123,7 +123,7 @@ async def test_unbound_or_anonymous_users_are_refused(ctx, town, api):
 async def test_leave_and_online_attendance(ctx, town, api):
     people = await add_people(ctx, town, 2)
     me, other = await phone(ctx, people[0], "oMp1"), await phone(ctx, people[1], "oMp2")
-    future = await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(days=1))
+    future = await planned_meeting(ctx, town, ctx.clock.now() + timedelta(days=1))
     leave = await api.post(f"{API}/{future['_id']}/leave", headers=me, json={"reason": "出差"})
     assert leave.status_code == 200 and leave.json()["status"] == "pending"
     empty = await api.post(f"{API}/{future['_id']}/leave", headers=me, json={"reason": ""})
@@ -154,7 +154,7 @@ async def test_past_meetings_page_by_cursor(ctx, town, api):
 async def test_a_member_withdraws_leave_before_the_start(ctx, town, api):
     people = await add_people(ctx, town, 2)
     me, other = await phone(ctx, people[0], "oMp1"), await phone(ctx, people[1], "oMp2")
-    future = await planned_meeting(ctx, town, datetime.now(UTC) + timedelta(days=1))
+    future = await planned_meeting(ctx, town, ctx.clock.now() + timedelta(days=1))
     url = f"{API}/{future['_id']}/leave"
     assert (await api.delete(url, headers=me)).json()["error"]["code"] == "leave_not_found"
     await api.post(url, headers=me, json={"reason": "出差"})
@@ -184,7 +184,7 @@ async def test_leave_cannot_be_withdrawn_once_the_meeting_started_or_after_a_che
     people = await add_people(ctx, town, 2)
     me = await phone(ctx, people[0], "oMp1")
     live = await live_meeting(ctx, town)
-    soon = datetime.now(UTC) + timedelta(minutes=20)
+    soon = ctx.clock.now() + timedelta(minutes=20)
     future = await planned_meeting(ctx, town, soon)
     await meetings.request_leave(ctx, people[0], future["_id"], "出差")
     await meetings.decide_leave(ctx, town.secretary, future["_id"], people[0]["_id"], True)
@@ -196,7 +196,7 @@ async def test_leave_cannot_be_withdrawn_once_the_meeting_started_or_after_a_che
     assert before["attendance"][str(people[0]["_id"])]["status"] == "present"
     await ctx.db.meetings.update_one({"_id": live["_id"]}, {"$set": {
         f"leave.{people[0]['_id']}": {"reason": "病假", "status": "pending",
-                                      "at": datetime.now(UTC), "name": "x"}}})
+                                      "at": ctx.clock.now(), "name": "x"}}})
     started = await api.delete(f"{API}/{live['_id']}/leave", headers=me)
     assert started.status_code == 422 and started.json()["error"]["code"] == "leave_too_late"
     assert (await reload(ctx, live))["leave"][str(people[0]["_id"])]["status"] == "pending"

@@ -1,8 +1,7 @@
 """The secretary's meeting pages over HTTP: plan, publish, materials, live pages, minutes, scope."""
 
 import re
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import timedelta
 
 import pytest
 from bson import ObjectId
@@ -11,9 +10,8 @@ from models import meetings as meetings_model
 from tests.conftest import ADMIN_PASSWORD, actor_of
 from tests.factories import member_fields
 from tests.webclient import WebClient
+from wxbackend.clock import SHANGHAI
 from wxbackend.services import checkin, members
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 @pytest.fixture
@@ -36,7 +34,7 @@ def local(dt):
 async def test_a_secretary_runs_a_meeting_from_the_web(ctx, city, secretary):
     attendees = await people(ctx, city, 3)
     branch = city.org("branch_a1")
-    start = datetime.now(SHANGHAI) - timedelta(minutes=5)
+    start = ctx.clock.now().astimezone(SHANGHAI) - timedelta(minutes=5)
     form = {"type": "branch_assembly", "title": "第一季度支部党员大会", "topic": "学习", "place": "会议室",
             "start": local(start), "end": local(start + timedelta(hours=1)), "audience": "branch"}
     bad = await secretary.post_form(f"/admin/orgs/{branch}/meetings/new", {**form, "title": ""})
@@ -62,7 +60,7 @@ async def test_a_secretary_runs_a_meeting_from_the_web(ctx, city, secretary):
 
     screen = (await secretary.get(f"{page_url}/screen.json")).json()
     assert screen["image"].startswith("data:image/png;base64,") and 0 < screen["refresh_in"] <= 30
-    assert checkin.verify_token(ctx, screen["token"], datetime.now(SHANGHAI)) == stored["_id"]
+    assert checkin.verify_token(ctx, screen["token"], ctx.clock.now().astimezone(SHANGHAI)) == stored["_id"]
     assert "screen.json" in (await secretary.get(f"{page_url}/screen")).text
     await checkin.check_in_member(ctx, stored["_id"], attendees[0], "rotating", token=screen["token"])
     manual = await secretary.post_form(f"{page_url}/checkin", {"member_id": str(attendees[1]["_id"])})
@@ -88,7 +86,7 @@ async def test_a_secretary_runs_a_meeting_from_the_web(ctx, city, secretary):
 async def test_other_committees_see_nothing_and_auditors_only_look(ctx, city, server_url, secretary):
     await people(ctx, city, 1)
     branch = city.org("branch_a1")
-    start = datetime.now(SHANGHAI) + timedelta(days=1)
+    start = ctx.clock.now().astimezone(SHANGHAI) + timedelta(days=1)
     created = await secretary.post_form(f"/admin/orgs/{branch}/meetings/new", {
         "type": "lecture", "title": "党课", "start": local(start), "end": local(start + timedelta(hours=1))})
     page_url = created.headers["location"].split("?")[0]

@@ -69,7 +69,7 @@ async def test_followers_get_one_template_message_each_through_the_queue(ctx, to
     assert body["miniprogram"]["pagepath"] == "pages/event?id=e1"
     doc = await outbox_model.get(ctx.db, result.ids[0])
     assert doc["msgid"] and doc["attempts"] == 1 and doc["errcode"] is None
-    day = notify.today_local()
+    day = ctx.clock.today().isoformat()
     stats = await stats_model.for_org(ctx.db, town.org("district_a"), [day])
     assert (stats[day]["total"], stats[day]["sent"]) == (3, 3)
 
@@ -113,7 +113,7 @@ async def test_channels_follower_grant_or_inbox_only(ctx, town, sandbox, templat
     granted, plain = await new_members(ctx, town.org("branch_a1"), 2, "小程序")
     await ctx.db["members"].update_one({"_id": granted["_id"]}, {"$set": {"mp_openid": "mp-granted"}})
     await ctx.db["members"].update_one({"_id": plain["_id"]}, {"$set": {"mp_openid": "mp-plain"}})
-    await grants_model.add(ctx.db, granted["_id"], ["TPL_EVENT_MP"], datetime.now(UTC))
+    await grants_model.add(ctx.db, granted["_id"], ["TPL_EVENT_MP"], ctx.clock.now())
     await sandbox.login_code("mp-granted")  # the sandbox knows the mini-program user
     await sandbox.http.post("/sandbox/mp/users/mp-granted/grant-subscribe", json={"template_id": "TPL_EVENT_MP"})
     result = await notify.notify(ctx, members_of([follower, granted, plain]), "test_event", data(),
@@ -213,7 +213,7 @@ async def test_a_big_fan_out_is_planned_and_written_by_the_workers(ctx, town, sa
     await drain(ctx)  # the workers find every recipient notified already
     assert len(await sandbox.outbox(kind="template")) == 3
     assert await ctx.db["notify_batches"].count_documents({"due_at": {"$gt": datetime(2000, 1, 1, tzinfo=UTC)}}) == 0
-    day = notify.today_local()
+    day = ctx.clock.today().isoformat()
     stats = await stats_model.for_org(ctx.db, town.org("root"), [day])
     assert (stats[day]["total"], stats[day]["sent"], stats[day]["undeliverable"]) == (4, 3, 1)
 

@@ -4,13 +4,13 @@ timeouts retry then fail visibly. The sandbox answers as WeChat would."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 import pytest
 
 from models import notifications as outbox_model
 from models import notify_grants as grants_model
 from tests.notifykit import drain, followers, new_members, small_city, statuses, use_templates
+from wxbackend.clock import SHANGHAI
 from wxbackend.services import notify, notify_delivery, outbox
 from wxbackend.services.access import Actor, Role
 from wxbackend.services.notify import Recipient
@@ -29,7 +29,7 @@ async def town(ctx):
 async def notice(ctx, people, subject="notice:1"):
     from wxbackend.services import notices  # noqa: F401  (registers the kind)
 
-    data = {"title": "学习通知", "org": "东区区委", "sent_at": datetime.now(UTC), "notice_id": "n1",
+    data = {"title": "学习通知", "org": "东区区委", "sent_at": ctx.clock.now(), "notice_id": "n1",
             "excerpt": "请按时参加"}
     return await notify.notify(ctx, [Recipient(member_id=p["_id"]) for p in people], "notice", data,
                                subject=subject)
@@ -44,15 +44,17 @@ async def test_45009_pauses_the_api_until_midnight_and_holds_the_rest(ctx, town,
     assert sandbox.calls(TEMPLATE_API) == 1  # after the 45009 nobody else was tried
     assert await statuses(ctx, result.ids) == {"queued": 4}
     until = await notify_delivery.paused_until(ctx, notify_delivery.API_OA)
-    midnight = notify_delivery.next_midnight()
+    midnight = notify_delivery.next_midnight(ctx.clock.now())
     assert until is not None and abs((until - midnight).total_seconds()) < 5
-    assert midnight.astimezone(notify.SHANGHAI).strftime("%H:%M") == "00:00"
+    assert midnight.astimezone(SHANGHAI).strftime("%H:%M") == "00:00"
     first = await outbox_model.get(ctx.db, result.ids[0])
     assert (first["errcode"], first["attempts"]) == (45009, 1)
-    # The held job waits for midnight in the queue; at midnight (simulated) it sends them all.
+    # The held job waits for midnight in the queue (arq keeps system-clock times); at
+    # midnight (simulated) it sends them all.
     queue = ctx.settings.jobs.queue_name
     held = await ctx.redis.zrange(queue, 0, -1, withscores=True)
-    assert held and all(score / 1000 >= midnight.timestamp() - 5 for _, score in held)
+    wall_midnight = ctx.clock.to_system(midnight).timestamp()
+    assert held and all(score / 1000 >= wall_midnight - 5 for _, score in held)
     await notify_delivery.resume(ctx, notify_delivery.API_OA)
     for job_id, _ in held:
         await ctx.redis.zadd(queue, {job_id: int(time.time() * 1000)})
@@ -66,7 +68,7 @@ async def test_43101_is_final_and_not_retried(ctx, town, sandbox):
     await ctx.db["members"].update_one({"_id": member["_id"]}, {"$set": {"mp_openid": "mp-1"}})
     await sandbox.login_code("mp-1")
     # We believe the member granted one; WeChat (the sandbox) holds no grant: 43101.
-    await grants_model.add(ctx.db, member["_id"], ["TPL_NOTICE_MP"], datetime.now(UTC))
+    await grants_model.add(ctx.db, member["_id"], ["TPL_NOTICE_MP"], ctx.clock.now())
     result = await notice(ctx, [member])
     await drain(ctx)
     doc = await outbox_model.get(ctx.db, result.ids[0])

@@ -37,7 +37,7 @@ from wxbackend.services.notify import Recipient
 async def notice(ctx, people, subject="notice:1"):
     from wxbackend.services import notices  # noqa: F401  (registers the kind)
 
-    data = {"title": "学习通知", "org": "东区区委", "sent_at": datetime.now(UTC), "notice_id": "n1",
+    data = {"title": "学习通知", "org": "东区区委", "sent_at": ctx.clock.now(), "notice_id": "n1",
             "excerpt": "请按时参加"}
     return await notify.notify(ctx, [Recipient(member_id=p["_id"]) for p in people], "notice", data,
                                subject=subject)

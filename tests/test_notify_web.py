@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 
 import httpx
 import pytest
@@ -175,7 +175,7 @@ async def test_outbox_scope_and_pause_resume(ctx, city, web, sandbox, templates)
 
 async def test_admin_inbox_marks_read(ctx, city, web, templates):
     await notify.notify(ctx, [Recipient(user_id=city.users["sec_a1"]["_id"])], "notice",
-                        {"title": "测试", "org": "东区区委", "sent_at": datetime.now(UTC), "notice_id": "x",
+                        {"title": "测试", "org": "东区区委", "sent_at": ctx.clock.now(), "notice_id": "x",
                          "excerpt": "内容"}, subject="notice:x")
     await web.login("sec_a1", ADMIN_PASSWORD)
     inbox = await web.get("/admin/inbox")
@@ -236,7 +236,7 @@ async def test_a_secretary_gets_one_digest_a_day(ctx, city, sandbox, templates):
     pending = await outbox_model.get(ctx.db, waiting.ids[0])
     assert pending["digest"] == "done"
     # The same day again: nothing new (the subject is digest:<user>:<day>).
-    day = notify.today_local()
+    day = ctx.clock.today().isoformat()
     again = await digest.send_digest(ctx, await users_model.get(ctx.db, secretary["_id"]), day)
     assert again is not None and again.created == 0 and again.duplicates == 1
     await drain(ctx)

@@ -1,5 +1,7 @@
 """Organisation tree: structure rules, moves, counters, dissolution, upgrade."""
 
+from datetime import date
+
 import pytest
 
 from models import orgs as orgs_model
@@ -130,10 +132,18 @@ async def test_secretary_cannot_restructure(ctx, city):
         await orgs.dissolve(ctx, actor_of(city, "sec_a1"), city.org("branch_a1"))
 
 
+def test_a_term_is_overdue_from_the_day_after_it_ends():
+    branch = {"term_start": "2024-02-29", "term_years": 3}  # ends 2027-02-28 (no 29th)
+    assert orgs.term_end(branch) == date(2027, 2, 28)
+    assert not orgs.term_overdue(branch, date(2027, 2, 28))
+    assert orgs.term_overdue(branch, date(2027, 3, 1))
+    assert not orgs.term_overdue({"term_start": None, "term_years": 3}, date(2099, 1, 1))
+
+
 async def test_term_overdue_and_leadership(ctx, city):
-    branch = await fetch(ctx, city.org("branch_a1"))  # term 2020-01-01, 3 years
-    assert orgs.term_overdue(branch)
-    assert not orgs.term_overdue(await fetch(ctx, city.org("branch_a2")))
+    today = ctx.clock.today()
+    assert orgs.term_overdue(await fetch(ctx, city.org("branch_a1")), today)  # began 6 years ago
+    assert not orgs.term_overdue(await fetch(ctx, city.org("branch_a2")), today)  # 1 year ago
     admin = actor_of(city, "sec_a1")
     people = [await members.create(ctx, admin, city.org("branch_a1"), member_fields(n)) for n in "甲乙丙"]
     updated = await orgs.set_leadership(ctx, admin, city.org("branch_a1"), secretary_id=people[0]["_id"],

@@ -302,7 +302,7 @@ async def test_member_pages_list_everyone_when_a_page_ends_among_namesakes(ctx, 
     list early (the next page's ``name >= cursor name`` also matches the first two)."""
     branch = city.branch_a1
     names = [f"A{i:02d}" for i in range(47)] + ["M"] * 5 + [f"Z{i:02d}" for i in range(60)]
-    docs = [members.new_document(ctx, members.validate_fields(member_fields(n))[0], branch)
+    docs = [members.new_document(ctx, members.validate_fields(member_fields(n), today=TODAY)[0], branch)
             for n in names]
     await members_model.insert_many(ctx.db, docs)
     listed, cursor = [], None

@@ -15,6 +15,7 @@ from models import compliance as compliance_model
 from models import meetings as meetings_model
 from models import orgs as orgs_model
 from models import votes as votes_model
+from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
 from wxbackend.services import compliance, seed, seed_history
 from wxbackend.services.access import Actor
@@ -46,12 +47,13 @@ async def test_meetings_follow_the_data_contract(ctx, seeded):
     report, found = seeded
     assert report.phases["history"] > 0 and len(found) > 20 * 30
     shape = set(meetings_model.new_meeting({"_id": 1, "org_ancestors": []}, "other", "t",
-                                           datetime.now(UTC), datetime.now(UTC), {}, seed_history.SHANGHAI))
-    cutoff = datetime(2026, 3, 18, tzinfo=seed_history.SHANGHAI)
+                                           ctx.clock.now(), ctx.clock.now(), {}, SHANGHAI,
+                                           now=ctx.clock.now()))
+    cutoff = datetime(2026, 3, 18, tzinfo=SHANGHAI)
     for m in found:
         assert set(m) == shape, m["_id"]
         assert m["status"] in ("finished", "cancelled") and m["end"] < cutoff
-        assert m["month"] == meetings_model.month_of(m["start"], seed_history.SHANGHAI) and m["month"] in MONTHS
+        assert m["month"] == meetings_model.month_of(m["start"], SHANGHAI) and m["month"] in MONTHS
         assert m["expected_count"] == len(m["expected"]) and m["org_ancestors"][-1] == m["org_id"]
         statuses = Counter(mark["status"] for mark in m["attendance"].values())
         assert {k: statuses.get(k, 0) for k in ("present", "online", "excused")} == m["counts"]

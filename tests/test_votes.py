@@ -22,7 +22,7 @@ async def scene(ctx):
     city = await light_city(ctx)
     people = await add_members(ctx, city.branch_a1, 8)
     outsider = (await add_members(ctx, city.branch_b1, 1, prefix="外支部"))[0]
-    meeting = await held(ctx, city.branch_a1, "branch_assembly", date.today(), people,
+    meeting = await held(ctx, city.branch_a1, "branch_assembly", ctx.clock.today(), people,
                          present=people[:6], excused=people[6:7], status="in_progress")
     return city, people, outsider, meeting
 
@@ -161,7 +161,7 @@ async def test_the_phone_api_votes_once_and_shows_results_after_the_close(ctx, s
 
     city = await light_city(ctx)
     me, token = await phone_member(ctx, city.branch_a1, "小程序党员")
-    meeting = await held(ctx, city.branch_a1, "branch_assembly", date.today(), [me], present=[me],
+    meeting = await held(ctx, city.branch_a1, "branch_assembly", ctx.clock.today(), [me], present=[me],
                          status="in_progress")
     vote = await new_vote(ctx, city, meeting, anonymous=True)
     async with httpx.AsyncClient(base_url=server_url, timeout=30) as api:
@@ -186,7 +186,7 @@ async def test_the_secretary_manages_votes_on_the_web(ctx, city, web):
     from tests.conftest import ADMIN_PASSWORD
 
     people = await add_members(ctx, city.branch_a1, 2)
-    meeting = await held(ctx, city.branch_a1, "branch_assembly", date.today(), people, present=people,
+    meeting = await held(ctx, city.branch_a1, "branch_assembly", ctx.clock.today(), people, present=people,
                          status="in_progress")
     page = f"/admin/meetings/{meeting['_id']}/votes"
     await web.login("sec_a1", ADMIN_PASSWORD)

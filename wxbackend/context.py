@@ -1,7 +1,7 @@
 """The running application's shared resources, built once per process.
 
 Services take the context as their first argument (``ctx.db``, ``ctx.redis``,
-``ctx.cipher``), so they run the same under the web server, a worker, the CLI
+``ctx.cipher``, ``ctx.clock``), so they run the same under the web server, a worker, the CLI
 and the tests::
 
     ctx = await AppContext.connect(settings, mongodb_uri, redis_url)
@@ -16,12 +16,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from wxbackend.clock import Clock
 from wxbackend.embedded import mongo_uri_with_defaults
 from wxbackend.fieldcrypto import FieldCipher
 from wxbackend.settings import Settings
@@ -36,6 +38,8 @@ class AppContext:
     db: AsyncDatabase
     redis: aioredis.Redis
     cipher: FieldCipher
+    # The one clock every calendar rule reads (wxbackend/clock.py).
+    clock: Clock
     # Per-process caches that services own (e.g. the organisation tree snapshot).
     caches: dict[str, Any] = field(default_factory=dict)
     # Async callables that close() awaits first (e.g. the WeChat client's HTTP pool).
@@ -44,7 +48,7 @@ class AppContext:
     @classmethod
     async def connect(cls, settings: Settings, mongodb_uri: str, redis_url: str,
                       *, database: str | None = None, event_listeners: list | None = None,
-                      ) -> AppContext:
+                      clock: Clock | None = None) -> AppContext:
         mongo = AsyncMongoClient(
             mongo_uri_with_defaults(mongodb_uri),
             serverSelectionTimeoutMS=settings.mongodb.server_selection_timeout_ms,
@@ -53,7 +57,12 @@ class AppContext:
         db = mongo[database or settings.mongodb.database]
         redis = aioredis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2,
                                   decode_responses=False)
-        return cls(settings, mongo, db, redis, FieldCipher(settings.field_key_bytes()))
+        if clock is None:
+            clock = Clock(timedelta(seconds=settings.clock.offset_seconds))
+            if settings.clock.offset_seconds:
+                log.warning("the clock runs %+.0f s off the system clock (WXB_CLOCK_OFFSET_SECONDS): "
+                            "today is %s", settings.clock.offset_seconds, clock.today().isoformat())
+        return cls(settings, mongo, db, redis, FieldCipher(settings.field_key_bytes()), clock)
 
     async def close(self) -> None:
         for hook in reversed(self.on_close):

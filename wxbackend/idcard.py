@@ -4,7 +4,7 @@ The number carries the birth date (characters 7-14) and the sex (the 17th
 character is odd for men, even for women), so a member record can be checked
 against it::
 
-    parsed = parse_id_card("11010519491231002X")
+    parsed = parse_id_card("11010519491231002X", today=date(2026, 1, 1))
     parsed.birth_date, parsed.gender   # date(1949, 12, 31), "女"
 """
 
@@ -36,8 +36,8 @@ def normalise_id_card(raw: str) -> str:
     return raw.strip().upper().replace(" ", "")
 
 
-def parse_id_card(raw: str, *, today: date | None = None) -> IdCard:
-    """Validate format, birth date and check digit, or raise InvalidInput."""
+def parse_id_card(raw: str, *, today: date) -> IdCard:
+    """Validate format, birth date (not after ``today``) and check digit, or raise InvalidInput."""
     number = normalise_id_card(raw)
     if not _FORMAT.match(number):
         raise InvalidInput("id_card_format", "身份证号码应为18位，前17位为数字，末位为数字或X")
@@ -45,7 +45,7 @@ def parse_id_card(raw: str, *, today: date | None = None) -> IdCard:
         birth = date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
     except ValueError:
         raise InvalidInput("id_card_birth_date", "身份证号码中的出生日期无效") from None
-    if birth > (today or date.today()) or birth.year < 1900:
+    if birth > today or birth.year < 1900:
         raise InvalidInput("id_card_birth_date", "身份证号码中的出生日期无效")
     if check_digit(number[:17]) != number[17]:
         raise InvalidInput("id_card_check_digit", "身份证号码校验位错误")

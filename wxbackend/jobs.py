@@ -159,11 +159,18 @@ def queue(ctx: AppContext) -> ArqRedis:
 async def enqueue(ctx: AppContext, name: str, *args: Any, _job_id: str | None = None,
                   _defer_by: float | None = None, _defer_until: datetime | None = None,
                   **kwargs: Any) -> Job | None:
-    """Queue job ``name``; None when a job with ``_job_id`` is already queued or running."""
+    """Queue job ``name``; None when a job with ``_job_id`` is already queued or running.
+
+    ``_defer_until`` is an instant of ``ctx.clock``; arq schedules on the wall clock,
+    so it leaves here as a delay.
+    """
     if name not in JOBS:
         load_job_modules()
         if name not in JOBS:
             raise ValueError(f"unknown job {name!r}: register it with @jobs.job")
+    if _defer_until is not None:
+        _defer_by = max(0.0, (_defer_until - ctx.clock.now()).total_seconds())
+        _defer_until = None
     return await queue(ctx).enqueue_job(name, *args, _job_id=_job_id, _defer_by=_defer_by,
                                         _defer_until=_defer_until, **kwargs)
 

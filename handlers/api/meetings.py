@@ -154,7 +154,7 @@ class MeetingsHandler(ApiHandler):
               tags=("meetings",), description="即将召开的按开始时间先后排列；往期按时间倒序，用 next_cursor 翻页。")
     async def get(self, query: ListQuery) -> Page[MeetingBrief]:
         member = await mpauth.current_member(self.ctx, self.session)
-        now = datetime.now(UTC)
+        now = self.ctx.clock.now()
         rows = await meetings.member_meetings(self.ctx, member, query.when, before=_before(query.cursor),
                                               limit=query.limit + 1, now=now)
         more = query.when == "past" and len(rows) > query.limit
@@ -178,7 +178,7 @@ def detail_fields(member_id: ObjectId) -> dict[str, int]:
 
 
 def detail(handler: ApiHandler, meeting: dict[str, Any], member_id: ObjectId) -> MeetingDetail:
-    now = datetime.now(UTC)
+    now = handler.ctx.clock.now()
     counts = meeting.get("counts") or {}
     opens = meetings.checkin_opens_at(handler.ctx, meeting)
     leave = (meeting.get("leave") or {}).get(str(member_id))

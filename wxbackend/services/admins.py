@@ -16,7 +16,6 @@ import functools
 import hashlib
 import re
 import secrets
-from datetime import UTC, datetime
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -91,7 +90,7 @@ async def create_user(ctx: AppContext, actor: Actor, *, username: str, password:
         if role == "city_admin" and org["parent_id"] is not None:
             raise InvalidInput("bad_role_org", "市级管理员只能设在顶级党委")
         org_paths.append(org["org_ancestors"])
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     doc = {"_id": ObjectId(), "username": username, "display_name": display_name.strip() or username,
            "password_hash": await hash_password(ctx, password),
            "roles": [{"role": r, "org_id": o} for r, o in roles],
@@ -125,7 +124,7 @@ async def authenticate(ctx: AppContext, username: str, password: str, ip: str) -
         await _count_failure(ctx, user, username, ip)
         raise Unauthorized("login_failed", "用户名或密码错误")
     await ctx.redis.delete(_fail_key(username))
-    await users_model.update(ctx.db, user["_id"], {"$set": {"last_login_at": datetime.now(UTC)}})
+    await users_model.update(ctx.db, user["_id"], {"$set": {"last_login_at": ctx.clock.now()}})
     actor = actor_from_user(user, ip)
     await audit.record(ctx, actor, "user.login", "user", user["_id"], username, await _home_path(ctx, user))
     return actor

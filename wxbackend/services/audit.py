@@ -9,7 +9,7 @@ Called by services after their write succeeded, as pretix's
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -35,7 +35,7 @@ async def record(ctx: AppContext, actor: Actor, action: str, target_type: str,
                  target_id: Any, label: str, org_ancestors: list[ObjectId],
                  details: dict[str, Any] | None = None) -> None:
     await audit_model.insert(ctx.db, {
-        "at": datetime.now(UTC),
+        "at": ctx.clock.now(),
         "actor": {"id": actor.id, "name": actor.name},
         "ip": actor.ip,
         "action": action,
@@ -52,7 +52,7 @@ async def page(ctx: AppContext, actor: Actor, scope_id: ObjectId, *, days: int =
     if not 1 <= days <= 366:
         raise InvalidInput("bad_days", "查询天数应在1到366之间")
     actor.require("audit.view", [scope_id] if actor.system else await _path(ctx, scope_id))
-    since = ObjectId.from_datetime(datetime.now(UTC) - timedelta(days=days))
+    since = ctx.clock.id_at(ctx.clock.now() - timedelta(days=days))
     return await audit_model.page(ctx.db, scope_id, before, since, limit)
 
 

@@ -42,7 +42,7 @@ import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import date
 from typing import Any
 
 import redis.exceptions
@@ -88,12 +88,12 @@ def _check_openid(openid: str) -> str:
     return openid
 
 
-def _clean_form(name: str, id_card: str, phone: str) -> tuple[str, str, str]:
+def _clean_form(name: str, id_card: str, phone: str, today: date) -> tuple[str, str, str]:
     """Normalise the form; malformed input is refused without costing a try."""
     name = re.sub(r"\s+", "", name or "")
     if not name or len(name) > 30:
         raise InvalidInput("bind_name", "请填写姓名")
-    card = parse_id_card(id_card or "").number
+    card = parse_id_card(id_card or "", today=today).number
     phone = re.sub(r"[\s-]", "", phone or "")
     if phone and not PHONE.match(phone):
         raise InvalidInput("bind_phone", "手机号码应为11位，以1开头")
@@ -152,7 +152,7 @@ async def bind(ctx: AppContext, channel: str, openid: str, unionid: str | None, 
     """Link ``openid`` to the member the form identifies; returns the member."""
     field = openid_field(channel)
     openid = _check_openid(openid)
-    name, card, phone = _clean_form(name, id_card, phone)
+    name, card, phone = _clean_form(name, id_card, phone, ctx.clock.today())
     count = await _take_try(ctx, channel, openid)
     member = await members_model.by_id_card(ctx.db, ctx.cipher.blind_index(card, "id_card"))
     if member is None or not _matches(ctx, member, name, phone):
@@ -202,7 +202,7 @@ async def link_same_wechat_user(ctx: AppContext, channel: str, openid: str, unio
 async def _link(ctx: AppContext, channel: str, member: dict[str, Any], openid: str,
                 unionid: str | None) -> dict[str, Any]:
     field = CHANNELS[channel]
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     changes: dict[str, Any] = {field: openid, f"{channel}_bound_at": now, "updated_at": now}
     follower = await followers_model.get(ctx.db, openid) if channel == "oa" else None
     if follower is not None:
@@ -233,7 +233,7 @@ async def unbind(ctx: AppContext, actor: Actor, member_id: str | ObjectId, chann
     openid = member.get(field)
     if not openid:
         raise DomainError("not_bound", f"该党员未绑定{CHANNEL_LABELS[channel]}")
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     unset = {field: "", f"{channel}_bound_at": ""}
     if channel == "oa":
         unset.update({"oa_following": "", "oa_followed_at": "", "oa_unfollowed_at": ""})
@@ -319,7 +319,7 @@ async def _identities_changed(ctx: AppContext) -> None:
 
 async def record_follow(ctx: AppContext, openid: str, scene: str | None) -> dict[str, Any] | None:
     """A subscribe event: on the member if bound, else in ``wechat_followers``."""
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     member = await member_for(ctx, "oa", openid)
     if member is not None:
         await members_model.update_if(
@@ -332,7 +332,7 @@ async def record_follow(ctx: AppContext, openid: str, scene: str | None) -> dict
 
 async def record_unfollow(ctx: AppContext, openid: str) -> None:
     """An unsubscribe event; the binding stays (the member may follow again)."""
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     member = await member_for(ctx, "oa", openid)
     if member is not None:
         await members_model.update_if(ctx.db, member["_id"], {"oa_openid": openid},

@@ -36,9 +36,8 @@ import hmac
 import io
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import qrcode
 import qrcode.image.pure
@@ -49,6 +48,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from models import meetings as meetings_model
 from models import members as members_model
+from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
 from wxbackend.errors import (
     DomainError,
@@ -63,7 +63,6 @@ from wxbackend.services import audit, checkin_batch, mpsessions
 from wxbackend.services.access import Actor
 from wxbackend.wechat.errors import WeChatError
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 SCENE_PREFIX = "checkin:"
 MP_SCENE_PREFIX = "m="
 # HKDF "info": a key for this purpose only, never the cookie-signing key itself.
@@ -174,7 +173,7 @@ async def check_in(ctx: AppContext, meeting_id: ObjectId, member: dict[str, Any]
                    now: datetime | None = None) -> CheckinResult:
     """Record ``member`` present at the meeting, once; see the module docstring."""
     assert how in meetings_model.CHECKIN_HOWS
-    now = now or datetime.now(UTC)
+    now = now or ctx.clock.now()
     # BSON keeps milliseconds: answer with the time a later read will show.
     now = now.replace(microsecond=now.microsecond // 1000 * 1000)
     for fresh in (False, True):
@@ -233,7 +232,7 @@ async def check_in_member(ctx: AppContext, meeting_id: str | ObjectId, member: d
                           now: datetime | None = None) -> CheckinResult:
     """The mini-program's check-in: ``mp_code`` or ``rotating`` (which needs ``token``)."""
     meeting_id = parse_meeting_id(meeting_id)
-    now = now or datetime.now(UTC)
+    now = now or ctx.clock.now()
     if how == "rotating":
         if not token or verify_token(ctx, token, now) != meeting_id:
             raise DomainError("checkin_token_invalid", "签到码无效，请扫描会场屏幕上的二维码")
@@ -331,14 +330,14 @@ def current_step(ctx: AppContext, now: datetime) -> int:
 
 def rotating_token(ctx: AppContext, meeting_id: ObjectId, now: datetime | None = None) -> str:
     """``<meeting>.<step>.<mac>``: what the screen's QR code carries for this time step."""
-    step = current_step(ctx, now or datetime.now(UTC))
+    step = current_step(ctx, now or ctx.clock.now())
     return f"{meeting_id}.{step}.{_mac(ctx, meeting_id, step)}"
 
 
 def seconds_left(ctx: AppContext, now: datetime | None = None) -> int:
     """Until the screen should show the next code."""
     step = ctx.settings.meetings.rotating_step_seconds
-    return step - int((now or datetime.now(UTC)).timestamp()) % step
+    return step - int((now or ctx.clock.now()).timestamp()) % step
 
 
 def verify_token(ctx: AppContext, token: str, now: datetime) -> ObjectId:
@@ -394,7 +393,7 @@ async def oa_qr(ctx: AppContext, meeting: dict[str, Any], now: datetime | None =
     the first time and whenever the stored one is about to expire; kept on the
     meeting so every printout and screen shows the same code.
     """
-    now = now or datetime.now(UTC)
+    now = now or ctx.clock.now()
     qr = meeting.get("qr") or {}
     if qr.get("oa_url") and qr.get("oa_expires_at") and qr["oa_expires_at"] - OA_QR_REFRESH_BEFORE > now:
         return {"ticket": qr["oa_ticket"], "url": qr["oa_url"], "expires_at": qr["oa_expires_at"]}

@@ -19,7 +19,6 @@ Who may do what:
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
@@ -80,11 +79,11 @@ async def post(ctx: AppContext, member: dict[str, Any], meeting_id: str | Object
     text = clean_text(text)
     meeting = await meetings.for_member(ctx, member, meeting_id, own_mark(member))
     require_attended(meeting, member, "发表心得")
-    if meetings.display_status(meeting) not in ("in_progress", "finished"):
+    if meetings.display_status(meeting, ctx.clock.now()) not in ("in_progress", "finished"):
         raise DomainError("meeting_not_held", "会议开始后才能发表心得")
     doc = {"_id": ObjectId(), "meeting_id": meeting["_id"], "org_id": meeting["org_id"],
            "org_ancestors": list(meeting["org_ancestors"]), "member_id": member["_id"],
-           "name": member["name"], "text": text, "at": datetime.now(UTC), "hidden": False}
+           "name": member["name"], "text": text, "at": ctx.clock.now(), "hidden": False}
     await model.insert(ctx.db, doc)
     await meetings_model.update_one_if(ctx.db, meeting["_id"], {}, {"$inc": {"comment_count": 1}})
     return doc
@@ -133,7 +132,7 @@ async def hide(ctx: AppContext, actor: Actor, comment_id: str | ObjectId, reason
     reason = (reason or "").strip()
     if not reason or len(reason) > MAX_REASON:
         raise InvalidInput("hide_reason_required", f"请填写隐藏原因（不超过{MAX_REASON}字）")
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     hidden = await model.update_if(ctx.db, comment["_id"], {"hidden": False}, {"$set": {
         "hidden": True, "hidden_reason": reason, "hidden_by": actor.name, "hidden_at": now}})
     if hidden is None:

@@ -33,9 +33,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from bson import ObjectId
 
@@ -47,7 +45,6 @@ from wxbackend.errors import InvalidInput
 from wxbackend.services import orgs, orgtree
 from wxbackend.services.access import Actor
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 # How often settling a document retries when counts keep moving under it.
 SETTLE_ATTEMPTS = 20
@@ -84,10 +81,6 @@ def parse_month(text: str) -> str:
     if not isinstance(text, str) or not MONTH.match(text):
         raise InvalidInput("bad_month", "月份格式应为 YYYY-MM")
     return text
-
-
-def current_month(now: datetime | None = None) -> str:
-    return (now or datetime.now(UTC)).astimezone(SHANGHAI).strftime("%Y-%m")
 
 
 def quarter_of(month: str) -> str:

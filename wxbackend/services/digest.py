@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -85,7 +85,7 @@ notify.register_kind(Kind(
 @jobs.cron_job("secretary_digest", "secretary_digest")
 async def schedule_digests(ctx: AppContext) -> int:
     """Queue today's digests, a job per 50 secretaries."""
-    day = notify.today_local()
+    day = ctx.clock.today().isoformat()
     user_ids = await secretary_ids(ctx)
     for i in range(0, len(user_ids), USERS_PER_JOB):
         chunk = [str(u) for u in user_ids[i:i + USERS_PER_JOB]]
@@ -121,7 +121,7 @@ async def digest_users(ctx: AppContext, user_ids: list[str], day: str) -> int:
 async def send_digest(ctx: AppContext, user: dict[str, Any], day: str,
                       now: datetime | None = None) -> NotifyResult | None:
     """The user's digest for ``day``; None when there is nothing to report."""
-    now = now or datetime.now(UTC)
+    now = now or ctx.clock.now()
     since = now - timedelta(hours=24)
     orgs = await _secretary_orgs(ctx, user)
     items: list[DigestItem] = []
@@ -151,7 +151,7 @@ async def _secretary_orgs(ctx: AppContext, user: dict[str, Any]) -> list[dict[st
 
 async def _pending(ctx: AppContext, user_id: ObjectId, now: datetime) -> list[dict[str, Any]]:
     """The user's notifications of digest kinds not yet reported (the last two days)."""
-    horizon = ObjectId.from_datetime(now - timedelta(days=2))
+    horizon = ctx.clock.id_at(now - timedelta(days=2))
     return [d for d in await outbox_model.of_owner(ctx.db, user_id)
             if d.get("digest") == "pending" and d["_id"] > horizon]
 
@@ -185,7 +185,7 @@ async def member_changes(ctx: AppContext, user: dict[str, Any], orgs: list[dict[
                          since: datetime) -> list[DigestItem]:
     """Bindings, unbindings and imports of the last day (from the audit log)."""
     items = []
-    after = ObjectId.from_datetime(since)
+    after = ctx.clock.id_at(since)
     labels = {"member.bind": "绑定微信", "member.unbind": "解除绑定", "member.import": "导入党员"}
     for org in orgs:
         rows = await audit_model.page(ctx.db, org["_id"], None, after, 1000)

@@ -27,7 +27,7 @@ import secrets
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -218,7 +218,7 @@ async def _check(ctx: AppContext, actor: Actor, report: _Report, default: dict[s
 
 def _validate_rows(ctx: AppContext, report: _Report) -> list[_Row]:
     """Each row through ``members.validate_fields`` (CPU only: runs in a thread)."""
-    today = date.today()
+    today = ctx.clock.today()
     unreadable = {(i.row, i.field) for i in report.sheet.issues}
     rows = []
     for number, raw in report.sheet.rows:
@@ -389,7 +389,7 @@ Prepared = list[tuple[_Row, dict[str, Any]]]
 def _prepare(ctx: AppContext, rows: list[_Row],
              current: dict[str, dict[str, Any]]) -> tuple[Prepared, Prepared]:
     """New documents and $set changes, encrypted (CPU only: runs in a thread)."""
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     new_docs, updates = [], []
     for row in rows:
         assert row.org is not None

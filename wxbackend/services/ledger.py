@@ -19,7 +19,6 @@ import io
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from bson import ObjectId
 from openpyxl import Workbook
@@ -29,11 +28,11 @@ from openpyxl.utils import get_column_letter
 from models import meetings as meetings_model
 from models import members as members_model
 from models.enums import MEETING_STATUSES, MEETING_TYPES
+from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
 from wxbackend.services import audit, comments, compliance, meetings, members, orgs, votes
 from wxbackend.services.access import Actor
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 ATTENDANCE_LABELS = {"present": "出席", "online": "线上参会", "excused": "请假", "absent": "缺席"}
 HOW_LABELS = {"oa_qr": "公众号扫码", "mp_code": "小程序码", "rotating": "现场动态码",
               "manual": "书记代签", "online": "线上参会", "leave": "请假"}

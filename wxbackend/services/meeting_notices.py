@@ -20,19 +20,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from bson import ObjectId
 
 from models import meetings as meetings_model
 from models.enums import MEETING_TYPES
+from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
 from wxbackend.services import notify
 
 log = logging.getLogger(__name__)
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 SUBJECTS = {
     "meeting_published": "会议通知",
@@ -116,7 +115,7 @@ async def send(ctx: AppContext, meeting: dict[str, Any], kind: str,
 
 async def send_due_reminders(ctx: AppContext, now: datetime | None = None) -> int:
     """Remind the attendees of every published meeting whose reminder time has come."""
-    now = now or datetime.now(UTC)
+    now = now or ctx.clock.now()
     horizon = now + timedelta(minutes=max_reminder_minutes(ctx))
     due = await meetings_model.by_status_starting(
         ctx.db, "planned", now, horizon,

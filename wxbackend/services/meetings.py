@@ -32,7 +32,6 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from bson import ObjectId
 from bson.errors import InvalidId
@@ -41,13 +40,13 @@ from models import meetings as meetings_model
 from models import members as members_model
 from models.enums import MEETING_STATUSES, MEETING_TYPES
 from wxbackend import jobs
+from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
 from wxbackend.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from wxbackend.services import audit, checkin, meeting_notices, orgs
 from wxbackend.services.access import Actor
 from wxbackend.services.members import FieldError
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 EDITABLE = ("draft", "planned")
 CANCELLABLE = ("draft", "planned", "in_progress", "finished")
 TEXT_LIMITS = {"title": 60, "topic": 200, "agenda": 2000, "place": 100, "online_link": 500}
@@ -87,9 +86,8 @@ async def view(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId) -> dic
     return meeting
 
 
-def display_status(meeting: dict[str, Any], now: datetime | None = None) -> str:
+def display_status(meeting: dict[str, Any], now: datetime) -> str:
     """The status people see: a published meeting under way is 进行中 before any cron."""
-    now = now or datetime.now(UTC)
     status = meeting["status"]
     if status == "planned" and meeting["start"] <= now:
         return "in_progress"
@@ -100,9 +98,9 @@ def checkin_opens_at(ctx: AppContext, meeting: dict[str, Any]) -> datetime:
     return meeting["start"] - timedelta(minutes=ctx.settings.meetings.checkin_open_minutes)
 
 
-def status_label(meeting: dict[str, Any], now: datetime | None = None) -> str:
+def status_label(meeting: dict[str, Any], now: datetime) -> str:
     status = display_status(meeting, now)
-    if status == "in_progress" and meeting["end"] < (now or datetime.now(UTC)):
+    if status == "in_progress" and meeting["end"] < now:
         return "待结束"
     return MEETING_STATUSES[status]
 
@@ -207,7 +205,7 @@ async def create(ctx: AppContext, actor: Actor, org_id: str | ObjectId,
     organiser = {"user_id": actor.id, "name": actor.name}
     title, start, end = clean.pop("title"), clean.pop("start"), clean.pop("end")
     doc = meetings_model.new_meeting(org, clean.pop("type"), title, start, end, organiser,
-                                     SHANGHAI, **clean)
+                                     SHANGHAI, now=ctx.clock.now(), **clean)
     await meetings_model.insert(ctx.db, doc)
     await audit.record(ctx, actor, "meeting.create", "meeting", doc["_id"], title, doc["org_ancestors"])
     return doc
@@ -257,7 +255,7 @@ async def update(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId,
     clean = validate_fields(raw)
     await _check_audience(ctx, org, clean["audience"])
     changes = {**clean, "month": meetings_model.month_of(clean["start"], SHANGHAI),
-               "updated_at": datetime.now(UTC)}
+               "updated_at": ctx.clock.now()}
     if meeting["status"] == "planned":
         changes["expected"] = await expected_members(ctx, org, clean["audience"])
         changes["expected_count"] = len(changes["expected"])
@@ -281,7 +279,7 @@ async def publish(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId) -> 
     """draft -> planned: fix the expected attendees and notify each of them."""
     meeting = await view(ctx, actor, meeting_id)
     actor.require("meeting.manage", meeting["org_ancestors"])
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     if meeting["status"] == "draft" and meeting["end"] <= now:
         raise DomainError("meeting_in_past", "会议结束时间已过，请先修改时间再发布")
     org = await _branch_of(ctx, meeting["org_id"])
@@ -310,7 +308,7 @@ async def cancel(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId,
         raise Conflict("meeting_cancelled", "会议已取消")
     if (meeting.get("minutes") or {}).get("confirmed_at"):
         raise Conflict("minutes_confirmed", "会议记录已确认，不能取消该会议")
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     cancelled = await meetings_model.update_if(
         ctx.db, meeting["_id"], {"status": meeting["status"]},
         {"$set": {"status": "cancelled", "cancelled_at": now, "updated_at": now,
@@ -331,7 +329,7 @@ async def start(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId) -> di
     """planned -> in_progress (开始会议)."""
     meeting = await view(ctx, actor, meeting_id)
     actor.require("meeting.manage", meeting["org_ancestors"])
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     started = await meetings_model.update_if(ctx.db, meeting["_id"], {"status": "planned"},
                                              {"$set": {"status": "in_progress", "started_at": now,
                                                        "updated_at": now}})
@@ -345,7 +343,7 @@ async def start(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId) -> di
 
 async def start_due(ctx: AppContext, now: datetime | None = None, limit: int = 500) -> int:
     """Cron: published meetings whose start has passed become in_progress. Returns how many."""
-    now = now or datetime.now(UTC)
+    now = now or ctx.clock.now()
     due = await meetings_model.by_status_starting(ctx.db, "planned", now - timedelta(days=7), now,
                                                   {"status": 1}, limit=limit)
     moved = 0
@@ -366,7 +364,7 @@ async def finish(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId) -> d
     """planned|in_progress -> finished; tells compliance once."""
     meeting = await view(ctx, actor, meeting_id)
     actor.require("meeting.manage", meeting["org_ancestors"])
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     if meeting["status"] in meetings_model.OPEN_STATUSES and meeting["start"] > now:
         raise DomainError("meeting_not_started", "会议尚未开始，不能结束")
     done = await meetings_model.update_if(
@@ -398,7 +396,7 @@ async def record_minutes(ctx: AppContext, actor: Actor, meeting_id: str | Object
     meeting = await view(ctx, actor, meeting_id)
     actor.require("meeting.manage", meeting["org_ancestors"])
     text = _minutes_text(text)
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     if display_status(meeting, now) not in ("in_progress", "finished"):
         raise DomainError("meeting_not_held", "会议召开后才能填写会议记录")
     minutes = {"text": text, "recorded_by": actor.name, "recorded_at": now, "amendments": []}
@@ -418,7 +416,7 @@ async def confirm_minutes(ctx: AppContext, actor: Actor, meeting_id: str | Objec
     """The secretary confirms the minutes of a finished meeting: from now on read-only."""
     meeting = await view(ctx, actor, meeting_id)
     actor.require("meeting.manage", meeting["org_ancestors"])
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     confirmed = await meetings_model.update_if(
         ctx.db, meeting["_id"],
         {"status": "finished", "minutes.text": {"$exists": True},
@@ -439,7 +437,7 @@ async def amend_minutes(ctx: AppContext, actor: Actor, meeting_id: str | ObjectI
     text, reason = _minutes_text(text), (reason or "").strip()
     if not reason or len(reason) > 200:
         raise InvalidInput("amend_reason_required", "请填写修正原因（不超过200字）")
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     amendment = {"text": text, "by": actor.name, "at": now, "reason": reason}
     amended = await meetings_model.update_if(
         ctx.db, meeting["_id"], {"minutes.confirmed_at": {"$exists": True}},
@@ -484,7 +482,7 @@ async def member_meetings(ctx: AppContext, member: dict[str, Any], when: str, *,
                           before: datetime | None = None, limit: int = 20,
                           now: datetime | None = None) -> list[dict[str, Any]]:
     """The member's upcoming (soonest first) or past (latest first) meetings."""
-    now = now or datetime.now(UTC)
+    now = now or ctx.clock.now()
     mine = {f"attendance.{member['_id']}": 1, f"leave.{member['_id']}": 1}
     if when == "upcoming":
         rows = await meetings_model.in_org_between(ctx.db, member["org_id"], now - MAX_DURATION,
@@ -528,7 +526,7 @@ async def join_online(ctx: AppContext, member: dict[str, Any], meeting_id: str |
     Returns ``{"recorded": bool, "mark": {...}, "online_link": ...}``; a member
     already marked (present, excused, online) keeps that mark.
     """
-    now = now or datetime.now(UTC)
+    now = now or ctx.clock.now()
     meeting = await for_member(ctx, member, meeting_id, dict(checkin.HEADER_FIELDS))
     if meeting["status"] == "cancelled":
         raise DomainError("meeting_cancelled", f"会议“{meeting['title']}”已取消")
@@ -546,7 +544,7 @@ async def join_online(ctx: AppContext, member: dict[str, Any], meeting_id: str |
 async def request_leave(ctx: AppContext, member: dict[str, Any], meeting_id: str | ObjectId,
                         reason: str, now: datetime | None = None) -> dict[str, Any]:
     """Ask for leave before the start; a pending or approved request is not repeated."""
-    now = now or datetime.now(UTC)
+    now = now or ctx.clock.now()
     reason = (reason or "").strip()
     if not reason or len(reason) > LEAVE_REASON_LIMIT:
         raise InvalidInput("leave_reason_required", f"请填写请假事由（不超过{LEAVE_REASON_LIMIT}字）")
@@ -580,7 +578,7 @@ async def withdraw_leave(ctx: AppContext, member: dict[str, Any], meeting_id: st
     Pending or approved, each tried as one conditional update (the secretary
     may decide in between); withdrawing twice answers the same.
     """
-    now = now or datetime.now(UTC)
+    now = now or ctx.clock.now()
     meeting = await for_member(ctx, member, meeting_id, dict(checkin.HEADER_FIELDS))
     mid = str(member["_id"])
     for status in ("pending", "approved"):
@@ -614,7 +612,7 @@ async def decide_leave(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId
         mid = str(ObjectId(str(member_id)))
     except InvalidId:
         raise NotFound("leave_not_found", "找不到该请假申请") from None
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     expected: dict[str, Any] = {f"leave.{mid}.status": "pending"}
     changes: dict[str, Any] = {"$set": {f"leave.{mid}.status": "approved" if approve else "refused",
                                         f"leave.{mid}.decided_by": actor.name,
@@ -690,7 +688,7 @@ async def add_material(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId
     file_id = await meetings_model.put_file(ctx.db, name, data, content_type,
                                             {"meeting_id": meeting["_id"], "kind": "material"})
     entry = {"file_id": file_id, "name": name, "size": len(data), "content_type": content_type,
-             "uploaded_at": datetime.now(UTC)}
+             "uploaded_at": ctx.clock.now()}
     # The slot test sits in the filter, so two racing uploads cannot pass the cap.
     added = await meetings_model.update_one_if(
         ctx.db, meeting["_id"],
@@ -768,8 +766,9 @@ async def board(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId) -> di
     missing = sorted(names.get(str(i), "") for i in meeting.get("expected") or ()
                      if str(i) not in (meeting.get("attendance") or {}))
     counts = meeting["counts"]
-    return {"title": meeting["title"], "status": display_status(meeting),
-            "status_label": status_label(meeting), "expected": meeting["expected_count"],
+    now = ctx.clock.now()
+    return {"title": meeting["title"], "status": display_status(meeting, now),
+            "status_label": status_label(meeting, now), "expected": meeting["expected_count"],
             "present": counts["present"], "online": counts["online"], "excused": counts["excused"],
             "absent": meetings_model.absent_count(meeting), "arrived": arrived, "missing": missing}
 
@@ -785,7 +784,7 @@ async def upcoming_text(ctx: AppContext, member: dict[str, Any], limit: int = 5)
     """The chat answer to 会议: the member's next meetings, their time, place and own state."""
     if member.get("state", "active") != "active":
         return "您的党籍状态不是“正常”，暂无组织生活安排。"
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     rows = await member_meetings(ctx, member, "upcoming", limit=limit, now=now)
     if not rows:
         return "近期没有需要您参加的会议。"

@@ -4,7 +4,7 @@
 form and the spreadsheet import both use it, so a row is accepted by one
 exactly when it is accepted by the other::
 
-    clean, errors = validate_fields({"name": "张三", "id_card": "...", ...})
+    clean, errors = validate_fields({"name": "张三", "id_card": "...", ...}, today=ctx.clock.today())
     member = await members.create(ctx, actor, branch_id, fields)
     page = await members.page(ctx, actor, district_id, cursor=None)
 """
@@ -15,7 +15,7 @@ import base64
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from bson import ObjectId
@@ -87,9 +87,8 @@ def _choice(table: dict[str, str], value: str, field: str, errors: list[FieldErr
     return code
 
 
-def validate_fields(raw: dict[str, Any], today: date | None = None) -> tuple[dict[str, Any], list[FieldError]]:
+def validate_fields(raw: dict[str, Any], *, today: date) -> tuple[dict[str, Any], list[FieldError]]:
     """Check and normalise a member's fields; dates come back as ISO strings."""
-    today = today or date.today()
     errors: list[FieldError] = []
     get = lambda k: str(raw.get(k) or "").strip()  # noqa: E731
     clean: dict[str, Any] = {"name": get("name")}
@@ -169,7 +168,7 @@ def personal_fields(ctx: AppContext, clean: dict[str, Any]) -> dict[str, Any]:
 
 
 def new_document(ctx: AppContext, clean: dict[str, Any], org: dict[str, Any]) -> dict[str, Any]:
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     doc = {k: v for k, v in clean.items() if k not in ("id_card", "phone")}
     doc.update(personal_fields(ctx, clean))
     doc.update({"_id": ObjectId(), "org_id": org["_id"], "org_ancestors": list(org["org_ancestors"]),
@@ -185,7 +184,7 @@ async def create(ctx: AppContext, actor: Actor, org_id: ObjectId, fields: dict[s
     org = await orgs.get(ctx, org_id)
     actor.require("member.edit", org["org_ancestors"])
     orgs.member_org_check(org)
-    clean, errors = validate_fields(fields)
+    clean, errors = validate_fields(fields, today=ctx.clock.today())
     raise_field_errors(errors)
     doc = new_document(ctx, clean, org)
     try:
@@ -218,11 +217,11 @@ async def get_visible(ctx: AppContext, actor: Actor, member_id: str | ObjectId) 
 async def update(ctx: AppContext, actor: Actor, member_id: ObjectId, fields: dict[str, Any]) -> dict[str, Any]:
     member = await get_visible(ctx, actor, member_id)
     actor.require("member.edit", member["org_ancestors"])
-    clean, errors = validate_fields(fields)
+    clean, errors = validate_fields(fields, today=ctx.clock.today())
     raise_field_errors(errors)
     changes = {k: v for k, v in clean.items() if k not in ("id_card", "phone")}
     changes.update(personal_fields(ctx, clean))
-    changes["updated_at"] = datetime.now(UTC)
+    changes["updated_at"] = ctx.clock.now()
     # Conditional on the state we read: a concurrent edit of the status cannot
     # leave the full-member counter off by one.
     expected = {"state": member["state"], "party_status": member["party_status"]}
@@ -259,7 +258,7 @@ async def set_state(ctx: AppContext, actor: Actor, member_id: ObjectId, state: s
         orgs.member_org_check(await orgs.get(ctx, member["org_id"]))
     updated = await members_model.update_if(
         ctx.db, member["_id"], {"state": member["state"]},
-        {"$set": {"state": state, "updated_at": datetime.now(UTC)}})
+        {"$set": {"state": state, "updated_at": ctx.clock.now()}})
     if updated is None:
         raise Conflict("member_changed", "党员信息已被其他人修改，请刷新后重试")
     sign = 1 if state == "active" else (-1 if member["state"] == "active" else 0)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from models import members as members_model
@@ -95,7 +94,7 @@ async def verify_phone(ctx: AppContext, session: MemberSession, member: dict[str
     """
     phone = await _vouched_phone(ctx, session, code, encrypted_data, iv)
     bidx = ctx.cipher.blind_index(phone, "phone")
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     if member.get("phone_bidx") and member["phone_bidx"] != bidx:
         raise DomainError("phone_differs", "微信绑定的手机号与党员档案不一致，请联系支部书记更新档案")
     changes: dict[str, Any] = {"phone_verified_at": now, "updated_at": now}

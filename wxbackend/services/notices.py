@@ -20,7 +20,7 @@ notice's ``recipients`` counter grows as the batches are written.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -70,7 +70,7 @@ async def send(ctx: AppContext, actor: Actor, org_id: ObjectId | str, audience: 
     title, body = _clean(audience, title, body)
     org = await orgs.get(ctx, orgs.parse_id(org_id) if isinstance(org_id, str) else org_id)
     actor.require("notice.send", org["org_ancestors"])
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     doc = {"_id": ObjectId(), "org_id": org["_id"], "org_ancestors": list(org["org_ancestors"]),
            "org_name": org["name"], "audience": audience, "title": title, "body": body,
            "sender": {"id": actor.id, "name": actor.name}, "created_at": now, "state": "fanout",
@@ -105,7 +105,7 @@ async def fan_out(ctx: AppContext, notice_id: ObjectId) -> int:
     else:
         added = await _fan_out_secretaries(ctx, notice, message, content, subject)
     await notices_model.update_if(ctx.db, notice["_id"], {"state": "fanout"},
-                                  {"$set": {"state": "sent", "sent_at": datetime.now(UTC)}})
+                                  {"$set": {"state": "sent", "sent_at": ctx.clock.now()}})
     return added
 
 
@@ -197,7 +197,7 @@ async def page(ctx: AppContext, actor: Actor, scope_id: ObjectId, before: str | 
     org = await orgs.get(ctx, scope_id)
     actor.require("outbox.view", org["org_ancestors"])
     cursor = ObjectId(before) if before and ObjectId.is_valid(before) else None
-    horizon = ObjectId.from_datetime(datetime.now(UTC) - timedelta(days=LIST_DAYS))
+    horizon = ctx.clock.id_at(ctx.clock.now() - timedelta(days=LIST_DAYS))
     rows = await notices_model.page(ctx.db, org["_id"], cursor, horizon, limit + 1)
     return rows[:limit], (str(rows[limit - 1]["_id"]) if len(rows) > limit else None)
 
@@ -209,7 +209,7 @@ async def body_of(ctx: AppContext, notice_id: ObjectId) -> dict[str, Any] | None
 
 async def resume_stuck(ctx: AppContext) -> int:
     """Fan-outs whose job was lost: queue them again (the recovery cron calls this)."""
-    stuck = await notices_model.in_fanout(ctx.db, datetime.now(UTC) - timedelta(
+    stuck = await notices_model.in_fanout(ctx.db, ctx.clock.now() - timedelta(
         seconds=ctx.settings.notify.recovery_grace_seconds))
     alive = await jobs.job_exists(ctx, [fanout_job_id(n["_id"]) for n in stuck])
     requeued = 0

@@ -53,7 +53,6 @@ import string
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from bson import ObjectId
 
@@ -65,10 +64,10 @@ from models import notify_messages as messages_model
 from models import notify_recipients as recipients_model
 from models import notify_stats as stats_model
 from wxbackend import jobs
+from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
 from wxbackend.errors import InvalidInput, NotFound, object_id
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 # Outbox documents written per insert_many (SecantusDB inserts ~2,000-3,000 a second).
 INSERT_CHUNK = 1000
 # WeChat's length limits of template values, by keyword type (the key without its number).
@@ -269,7 +268,7 @@ def _split(recipients: list[Recipient]) -> tuple[list[ObjectId], list[ObjectId]]
 async def store_message(ctx: AppContext, content: Content, subject: str) -> dict[str, Any]:
     doc = {"_id": ObjectId(), "kind": content.kind.name, "subject": subject, "title": content.title,
            "summary": content.summary, "data": content.data, "oa": content.oa, "mp": content.mp,
-           "link": content.link, "page": content.page, "created_at": datetime.now(UTC)}
+           "link": content.link, "page": content.page, "created_at": ctx.clock.now()}
     await messages_model.insert(ctx.db, doc)
     return doc
 
@@ -281,8 +280,9 @@ def content_of(message: dict[str, Any]) -> Content:
                    message.get("link", ""), message.get("page", ""), message.get("oa"), message.get("mp"))
 
 
-def today_local(now: datetime | None = None) -> str:
-    return (now or datetime.now(UTC)).astimezone(SHANGHAI).date().isoformat()
+def local_day(instant: datetime) -> str:
+    """The Shanghai date of an instant, as the outbox counts days: "2026-12-03"."""
+    return instant.astimezone(SHANGHAI).date().isoformat()
 
 
 def is_urgent(ctx: AppContext, kind: Kind) -> bool:
@@ -320,7 +320,7 @@ async def documents(ctx: AppContext, message: dict[str, Any], content: Content, 
                     notice_id: ObjectId | None, ids: dict[ObjectId, ObjectId] | None = None
                     ) -> list[dict[str, Any]]:
     """The outbox documents of active recipients (``ids``: outbox ids chosen in advance)."""
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     docs = await _member_docs(ctx, content, message, subject,
                               [m for m in members if m.get("state", "active") == "active"], now)
     docs += await _user_docs(ctx, content, message, subject,
@@ -352,7 +352,7 @@ def _base_doc(content: Content, message: dict[str, Any], subject: str, owner: Ob
     # Lean on purpose: SecantusDB writes ~2,000-3,000 of these a second, fewer when bigger.
     return {"_id": ObjectId(), "owner": owner, "owner_type": owner_type, "kind": content.kind.name,
             "subject": subject, "msg": message["_id"], "org_id": org_id,
-            "org_ancestors": list(ancestors), "day": today_local(now), "created_at": now}
+            "org_ancestors": list(ancestors), "day": local_day(now), "created_at": now}
 
 
 def _channel(content: Content, member: dict[str, Any], grants: dict[ObjectId, int]
@@ -459,7 +459,7 @@ async def insert_and_count(ctx: AppContext, docs: list[dict[str, Any]], notice_i
 def make_batches(ctx: AppContext, ids: list[ObjectId], *, due_at: datetime | None = None,
                  prefix: str = "deliver") -> list[dict[str, Any]]:
     """Delivery batches of ``[notify] batch_size`` ids; the job id names the first id."""
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     size = ctx.settings.notify.batch_size
     return [{"_id": f"{prefix}:{ids[i]}:{len(ids[i:i + size])}", "ids": ids[i:i + size],
              "due_at": due_at or now, "created_at": now, "recoveries": 0}
@@ -482,7 +482,7 @@ async def plan(ctx: AppContext, message: dict[str, Any], subject: str, member_id
     for the database; a crash before that leaves them to the recovery job.
     """
     people = [("members", m) for m in member_ids] + [("users", u) for u in user_ids]
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     batches = []
     size = ctx.settings.notify.batch_size
     for i in range(0, len(people), size):
@@ -518,7 +518,7 @@ async def materialise(ctx: AppContext, batch: dict[str, Any]) -> None:
 
 async def enqueue_batches(ctx: AppContext, batches: list[dict[str, Any]]) -> int:
     """Queue a delivery job per batch (a no-op for a batch whose job is queued already)."""
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     for batch in batches:
         later = batch["due_at"] if batch["due_at"] > now + timedelta(seconds=1) else None
         await jobs.enqueue(ctx, "deliver", [str(i) for i in batch["ids"]], _job_id=batch["_id"],
@@ -574,7 +574,7 @@ async def inbox_item(ctx: AppContext, owner: ObjectId, notification_id: str | Ob
 async def mark_read(ctx: AppContext, owner: ObjectId, notification_id: str | ObjectId) -> InboxItem:
     """The owner opened it; a notice counts one more reader the first time."""
     item = await inbox_item(ctx, owner, notification_id)
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as MongoDB keeps it
     if await outbox_model.mark_read(ctx.db, item.doc["_id"], owner, now):
         item.doc["read_at"] = now

@@ -74,6 +74,7 @@ from models import notify_grants as grants_model
 from models import notify_messages as messages_model
 from models import notify_stats as stats_model
 from wxbackend import jobs, tokenbucket
+from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
 from wxbackend.services import notify
 from wxbackend.wechat.client import mp_client, oa_client
@@ -106,29 +107,25 @@ def _appid(ctx: AppContext, api: str) -> str:
     return ctx.settings.wechat.oa_appid if api == API_OA else ctx.settings.wechat.mp_appid
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 # -- quota pauses ------------------------------------------------------------------------
 
-def next_midnight(now: datetime | None = None) -> datetime:
-    """The next 00:00 in Asia/Shanghai, when WeChat's daily quotas start again (UTC)."""
-    local = (now or _now()).astimezone(notify.SHANGHAI)
+def next_midnight(now: datetime) -> datetime:
+    """The next 00:00 in Asia/Shanghai after ``now``, when WeChat's daily quotas start again (UTC)."""
+    local = now.astimezone(SHANGHAI)
     tomorrow = (local + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return tomorrow.astimezone(UTC)
 
 
 async def paused_until(ctx: AppContext, api: str) -> datetime | None:
     ttl_ms = await ctx.redis.pttl(PAUSE_KEY + f"{_appid(ctx, api)}:{api}")
-    return _now() + timedelta(milliseconds=ttl_ms) if ttl_ms and ttl_ms > 0 else None
+    return ctx.clock.now() + timedelta(milliseconds=ttl_ms) if ttl_ms and ttl_ms > 0 else None
 
 
 async def pause(ctx: AppContext, api: str, reason: str) -> datetime:
-    until = next_midnight()
-    value = json.dumps({"reason": reason, "since": _now().isoformat()}, ensure_ascii=False)
+    until = next_midnight(ctx.clock.now())
+    value = json.dumps({"reason": reason, "since": ctx.clock.now().isoformat()}, ensure_ascii=False)
     await ctx.redis.set(PAUSE_KEY + f"{_appid(ctx, api)}:{api}", value,
-                        exat=int(until.timestamp()))
+                        exat=int(ctx.clock.to_system(until).timestamp()))
     log.warning("WeChat daily quota reached: %s paused until %s", api, until.isoformat())
     return until
 
@@ -228,7 +225,7 @@ async def send_group(ctx: AppContext, api: str, group: list[dict[str, Any]],
     held = await _claim(ctx, [d["_id"] for d in group], token, lease_ms)
     busy = [d["_id"] for d in group if d["_id"] not in held]
     if busy:  # another run holds them (a dead worker's lease): try when it expires
-        await _hand_on(ctx, busy, _now() + await _claims_left(ctx, busy), "busy")
+        await _hand_on(ctx, busy, ctx.clock.now() + await _claims_left(ctx, busy), "busy")
     try:
         # Read back under our claims: only what is still queued may go.
         still = {d["_id"] for d in await outbox_model.by_ids(ctx.db, list(held), {"status": 1})
@@ -293,7 +290,7 @@ async def _send_one(ctx: AppContext, api: str, doc: dict[str, Any],
         if retryable and attempts < ctx.settings.notify.max_attempts:
             delay = ctx.settings.notify.retry_backoff_seconds * 2 ** (attempts - 1)
             return Outcome(doc, "queued", exc.errcode, exc.errmsg,
-                           later=_now() + timedelta(seconds=delay))
+                           later=ctx.clock.now() + timedelta(seconds=delay))
         return Outcome(doc, "failed", exc.errcode, exc.errmsg)
     except Exception as exc:  # a bug must not leave it "sending" until the lease runs out
         log.exception("notification send failed", extra={"fields": {"id": str(doc["_id"])}})
@@ -336,7 +333,7 @@ async def _unfollowed(ctx: AppContext, doc: dict[str, Any]) -> None:
 
 
 async def _settle(ctx: AppContext, outcomes: list[Outcome]) -> None:
-    now = _now()
+    now = ctx.clock.now()
     changes = []
     for o in outcomes:
         change: dict[str, Any] = {"status": o.status, "errcode": o.errcode, "errmsg": o.errmsg[:500]}
@@ -384,7 +381,7 @@ async def recover(ctx: AppContext) -> dict[str, int]:
 async def reenqueue_lost_batches(ctx: AppContext, limit: int = 5000) -> int:
     """Batches due a while ago whose job is neither queued nor running."""
     grace = timedelta(seconds=ctx.settings.notify.recovery_grace_seconds)
-    batches = await batches_model.due(ctx.db, _now() - grace, limit)
+    batches = await batches_model.due(ctx.db, ctx.clock.now() - grace, limit)
     alive = await jobs.job_exists(ctx, [b["_id"] for b in batches])
     lost = [b for b in batches if not alive[b["_id"]]]
     for batch in lost:
@@ -400,7 +397,7 @@ async def _give_up(ctx: AppContext, batch: dict[str, Any]) -> None:
     """A batch whose job failed again and again: its notifications fail, visibly."""
     docs = [d for d in await outbox_model.by_ids(ctx.db, batch["ids"], outbox_model.DELIVERY_FIELDS)
             if d["status"] == "queued"]
-    now = _now()
+    now = ctx.clock.now()
     for doc in docs:
         await outbox_model.update_each(ctx.db, [doc["_id"]], {"status": "queued"}, {"$set": {
             "status": "failed", "next_at": now, "errmsg": "投递任务反复失败，已停止重试",
@@ -415,10 +412,10 @@ async def _give_up(ctx: AppContext, batch: dict[str, Any]) -> None:
 @jobs.pruner
 async def prune_notifications(ctx: AppContext) -> int:
     """Ended notifications and their messages after ``[notify] retention_days``."""
-    cutoff = _now() - timedelta(days=ctx.settings.notify.retention_days)
+    cutoff = ctx.clock.now() - timedelta(days=ctx.settings.notify.retention_days)
     deleted = 0
     for status in outbox_model.FINAL:
         deleted += await outbox_model.delete_ended(ctx.db, status, cutoff)
     deleted += await messages_model.delete_before(ctx.db, cutoff)
-    deleted += await stats_model.delete_before(ctx.db, notify.today_local(cutoff))
+    deleted += await stats_model.delete_before(ctx.db, notify.local_day(cutoff))
     return deleted

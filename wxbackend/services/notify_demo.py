@@ -94,7 +94,7 @@ async def _seed(ctx: AppContext, settings: Settings) -> None:
     notice = await notices.send(ctx, actor, district, "members", "关于开展“学习贯彻党的二十大精神”主题党日的通知",
                                 "各党支部：\n请于本月主题党日组织全体党员集中学习，做好签到和会议记录。\n"
                                 "未关注公众号的同志可在小程序“我的通知”中查看本通知。")
-    await digest.send_digest(ctx, await users_model.get(ctx.db, secretary["_id"]), notify.today_local())
+    await digest.send_digest(ctx, await users_model.get(ctx.db, secretary["_id"]), ctx.clock.today().isoformat())
     print(f"demo notifications: notice {notice['_id']} to {tree.name(district)}; digest for "
           f"{secretary['username']}; see /admin/outbox and /admin/notices", flush=True)
 

@@ -14,7 +14,6 @@ mini-program (:func:`grant`), which lets the notify service use that channel.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
@@ -94,5 +93,5 @@ async def grant(ctx: AppContext, member: dict[str, Any], template_ids: list[str]
     unknown = sorted({t for t in template_ids if t not in known})
     if unknown:
         raise DomainError("unknown_template", "不是本平台的订阅消息模板：" + "、".join(unknown))
-    await grants_model.add(ctx.db, member["_id"], list(dict.fromkeys(template_ids)), datetime.now(UTC))
+    await grants_model.add(ctx.db, member["_id"], list(dict.fromkeys(template_ids)), ctx.clock.now())
     return await subscriptions(ctx, member)

@@ -12,7 +12,7 @@ tree snapshot (:mod:`wxbackend.services.orgtree`)::
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from bson import ObjectId
@@ -67,9 +67,9 @@ def term_end(org: dict[str, Any]) -> date | None:
         return start.replace(year=start.year + org["term_years"], day=28)
 
 
-def term_overdue(org: dict[str, Any], today: date | None = None) -> bool:
+def term_overdue(org: dict[str, Any], today: date) -> bool:
     end = term_end(org)
-    return end is not None and end < (today or date.today())
+    return end is not None and end < today
 
 
 def _check_name(name: str) -> str:
@@ -95,11 +95,10 @@ def _check_parent(org_type: str, parent: dict[str, Any] | None) -> None:
 
 def new_document(name: str, org_type: str, category: str, parent: dict[str, Any] | None,
                  code: str, position: int, term_start: str | None = None,
-                 _id: ObjectId | None = None) -> dict[str, Any]:
+                 _id: ObjectId | None = None, *, now: datetime) -> dict[str, Any]:
     """A fresh organisation document (also used by the seed's bulk insert)."""
     _id = _id or ObjectId()
     ancestors = list(parent["org_ancestors"]) if parent else []
-    now = datetime.now(UTC)
     return {
         "_id": _id, "code": code, "name": name, "type": org_type, "category": category,
         "status": "active", "parent_id": parent["_id"] if parent else None,
@@ -129,7 +128,8 @@ async def create(ctx: AppContext, actor: Actor, parent_id: ObjectId | None, *, n
     if await orgs_model.get_by_code(ctx.db, code):
         raise Conflict("org_code_taken", "组织编码已被使用")
     position = await orgs_model.next_position(ctx.db, parent["_id"] if parent else None)
-    doc = new_document(name, org_type, category, parent, code, position, term_start)
+    doc = new_document(name, org_type, category, parent, code, position, term_start,
+                       now=ctx.clock.now())
     await orgs_model.insert(ctx.db, doc)
     await orgs_model.adjust_child_count(ctx.db, doc["parent_id"], +1)
     await orgtree.invalidate(ctx)
@@ -143,7 +143,7 @@ async def rename(ctx: AppContext, actor: Actor, org_id: ObjectId, name: str) -> 
     actor.require("org.edit", org["org_ancestors"])
     name = _check_name(name)
     updated = await orgs_model.update_if(ctx.db, org_id, {"status": "active"},
-                                         {"$set": {"name": name, "updated_at": datetime.now(UTC)}})
+                                         {"$set": {"name": name, "updated_at": ctx.clock.now()}})
     if updated is None:
         raise DomainError("org_dissolved", "组织已撤销")
     await orgtree.invalidate(ctx)
@@ -171,7 +171,7 @@ async def update_details(ctx: AppContext, actor: Actor, org_id: ObjectId, *,
         changes["category"] = category
     if not changes:
         return org
-    changes["updated_at"] = datetime.now(UTC)
+    changes["updated_at"] = ctx.clock.now()
     updated = await orgs_model.update_if(ctx.db, org_id, {"status": "active"}, {"$set": changes})
     if updated is None:
         raise DomainError("org_dissolved", "组织已撤销")
@@ -198,7 +198,7 @@ async def set_leadership(ctx: AppContext, actor: Actor, org_id: ObjectId, *,
     changes = {
         "secretary": {"member_id": secretary_id, "name": people[secretary_id]} if secretary_id else None,
         "committee": [{"member_id": m, "name": people[m], "duty": duty[:20]} for m, duty in committee],
-        "updated_at": datetime.now(UTC),
+        "updated_at": ctx.clock.now(),
     }
     updated = await orgs_model.update_if(ctx.db, org_id, {"status": "active"}, {"$set": changes})
     if updated is None:
@@ -240,7 +240,7 @@ async def move(ctx: AppContext, actor: Actor, org_id: ObjectId, new_parent_id: O
     position = await orgs_model.next_position(ctx.db, parent["_id"])
     await orgs_model.collection(ctx.db).update_one(
         {"_id": org_id}, {"$set": {"parent_id": parent["_id"], "position": position,
-                                   "updated_at": datetime.now(UTC)}})
+                                   "updated_at": ctx.clock.now()}})
     await orgs_model.adjust_subtree_counts(ctx.db, new_prefix, moved)
     await orgs_model.adjust_child_count(ctx.db, org["parent_id"], -1)
     await orgs_model.adjust_child_count(ctx.db, parent["_id"], +1)
@@ -256,7 +256,7 @@ async def dissolve(ctx: AppContext, actor: Actor, org_id: ObjectId) -> dict[str,
     actor.require("org.structure", org["org_ancestors"])
     if org["parent_id"] is None:
         raise DomainError("org_is_root", "不能撤销顶级组织")
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     updated = await orgs_model.update_if(
         ctx.db, org_id, {"status": "active", "subtree_member_count": 0, "child_count": 0},
         {"$set": {"status": "dissolved", "dissolved_at": now, "updated_at": now}})
@@ -285,7 +285,7 @@ async def upgrade(ctx: AppContext, actor: Actor, org_id: ObjectId, to_type: str)
     updated = await orgs_model.update_if(
         ctx.db, org_id, {"status": "active", "type": org["type"]},
         {"$set": {"type": to_type, "term_years": term_years_for(to_type, org["category"]),
-                  "updated_at": datetime.now(UTC)}})
+                  "updated_at": ctx.clock.now()}})
     if updated is None:
         raise Conflict("org_changed", "组织已被其他人修改，请刷新后重试")
     await orgtree.invalidate(ctx)

@@ -34,6 +34,7 @@ from models import notify_messages as messages_model
 from models import notify_recipients as recipients_model
 from models import notify_stats as stats_model
 from wxbackend import jobs
+from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
 from wxbackend.errors import Conflict, Forbidden, InvalidInput, NotFound
 from wxbackend.services import audit, notify, notify_delivery, orgs
@@ -66,7 +67,7 @@ def _day_bounds(day: str) -> tuple[datetime, datetime]:
     if not DAY.match(day or ""):
         raise InvalidInput("bad_day", "日期格式应为 YYYY-MM-DD")
     try:
-        start = datetime.combine(date.fromisoformat(day), time(), notify.SHANGHAI)
+        start = datetime.combine(date.fromisoformat(day), time(), SHANGHAI)
     except ValueError:
         raise InvalidInput("bad_day", "日期无效") from None
     return start.astimezone(UTC), (start + timedelta(days=1)).astimezone(UTC)
@@ -78,7 +79,7 @@ async def page(ctx: AppContext, actor: Actor, scope_id: ObjectId, *, day: str = 
     """One page of a day's notifications of one status in a subtree, newest first."""
     org = await orgs.get(ctx, scope_id)
     actor.require("outbox.view", org["org_ancestors"])
-    day, status = day or notify.today_local(), status or "failed"
+    day, status = day or ctx.clock.today().isoformat(), status or "failed"
     if status not in outbox_model.STATUSES:
         raise InvalidInput("bad_status", "状态无效")
     start, end = _day_bounds(day)
@@ -101,7 +102,7 @@ async def _day_count(ctx: AppContext, org_id: ObjectId, day: str, status: str) -
 async def _scoped_page(ctx: AppContext, result: OutboxPage, start: datetime, end: datetime,
                        cursor: str | None, limit: int) -> None:
     """Failed / undeliverable: the subtree's own (sparse) index, by id (creation time)."""
-    low, high = ObjectId.from_datetime(start), ObjectId.from_datetime(end)
+    low, high = ctx.clock.id_at(start), ctx.clock.id_at(end)
     if cursor:
         if not ObjectId.is_valid(cursor):
             raise InvalidInput("bad_cursor", "分页参数无效")
@@ -177,7 +178,7 @@ async def day_counts(ctx: AppContext, actor: Actor, scope_id: ObjectId,
     """Counts per day (newest first) of the subtree's notifications, by outcome."""
     org = await orgs.get(ctx, scope_id)
     actor.require("outbox.view", org["org_ancestors"])
-    today = datetime.now(UTC).astimezone(notify.SHANGHAI).date()
+    today = ctx.clock.today()
     names = [(today - timedelta(days=i)).isoformat() for i in range(days)]
     found = await stats_model.for_org(ctx.db, org["_id"], names)
     rows = []
@@ -201,7 +202,7 @@ async def retry(ctx: AppContext, actor: Actor, notification_id: str | ObjectId) 
         raise Conflict("not_failed", "只有发送失败的通知可以重新发送")
     message = (await messages_model.by_ids(ctx.db, [doc["msg"]])).get(doc["msg"], {})
     channel, openid = await _channel_now(ctx, doc, message)
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     status = "queued" if openid else ("sent" if channel == "web" else "undeliverable")
     changes = {"status": status, "channel": channel, "openid": openid, "attempts": 0,
                "next_at": now, "errcode": None, "errmsg": f"{actor.name}重新发送"}

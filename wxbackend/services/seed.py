@@ -33,7 +33,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as time_of_day
 from itertools import accumulate
 from typing import Any
 
@@ -41,6 +42,7 @@ import models
 from models import members as members_model
 from models import orgs as orgs_model
 from models import users as users_model
+from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
 from wxbackend.errors import Conflict, DomainError
 from wxbackend.idcard import make_id_card
@@ -467,6 +469,8 @@ def walk(spec: Spec) -> Iterator[Spec]:
 
 def materialise(root: Spec, today: date) -> list[Spec]:
     """Give every spec its code and organisation document, parents first."""
+    # Documents of a seed are made at the start of its day, so that a date gives one city.
+    made = datetime.combine(today, time_of_day(0), SHANGHAI)
     specs = list(walk(root))
     position = {id(c): i for spec in specs for i, c in enumerate(spec.children)}
     per_top: dict[int, Counter] = {}
@@ -479,7 +483,7 @@ def materialise(root: Spec, today: date) -> list[Spec]:
         term = (today - timedelta(days=spec.term_days_ago)).isoformat() if spec.term_days_ago else None
         spec.doc = orgs.new_document(spec.name, spec.org_type, spec.category,
                                      parent.doc if parent else None, spec.code,
-                                     position.get(id(spec), 0), term)
+                                     position.get(id(spec), 0), term, now=made)
         spec.region = spec.region or (spec.top.region if spec.top else "")
     return specs
 
@@ -638,11 +642,11 @@ DEMO_NOTE = ("演示城市专用的公开固定密码，仅用于虚构的演示
              "其他演示账号 d01…（区委）、s01（行业党委）、sec-d01-b0001…（支部书记）、auditor（审计员）密码相同")
 
 
-def plan_city(scale: float, today: date | None = None) -> list[Spec]:
+def plan_city(scale: float, today: date) -> list[Spec]:
     """The organisation tree a scale gives (documents without members), in tree order."""
     rng = random.Random(SEED)
     root = CityPlanner(rng, scaled_counts(scale)).plan()
-    return materialise(root, today or date.today())
+    return materialise(root, today)
 
 
 async def seed_city(ctx: AppContext, scale: float, *, today: date | None = None,
@@ -654,7 +658,7 @@ async def seed_city(ctx: AppContext, scale: float, *, today: date | None = None,
                        "请清空数据目录后重试，或一小时后锁自动解除）")
     try:
         await _require_empty(ctx)
-        return await _build(ctx, scale, counts, today or date.today(), progress)
+        return await _build(ctx, scale, counts, today or ctx.clock.today(), progress)
     finally:
         await ctx.redis.delete(LOCK_KEY)
 

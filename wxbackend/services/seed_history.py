@@ -31,7 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from bson import ObjectId
 
@@ -41,10 +40,10 @@ from models import meetings as meetings_model
 from models import members as members_model
 from models import votes as votes_model
 from models.enums import MEETING_TYPES
+from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
 from wxbackend.services import compliance
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 SEED = 20260102  # not the city's seed: adding history must not change the city
 # Branch profiles: (name, share, chance a due meeting is held, attendance propensity).
 PROFILES = [("diligent", 0.66, 0.92, 0.88), ("sloppy", 0.20, 0.55, 0.76),

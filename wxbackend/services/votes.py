@@ -30,7 +30,6 @@ Example::
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
@@ -83,7 +82,7 @@ async def create(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId, titl
         raise DomainError("meeting_not_open", "会议已结束或已取消，不能发起表决")
     if meeting.get("vote_count", 0) >= MAX_VOTES_PER_MEETING:
         raise DomainError("too_many_votes", f"一次会议最多发起{MAX_VOTES_PER_MEETING}项表决")
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     vote = {"_id": ObjectId(), "meeting_id": meeting["_id"], "org_id": meeting["org_id"],
             "org_ancestors": list(meeting["org_ancestors"]), "title": title, "options": options,
             "multiple": bool(multiple), "anonymous": bool(anonymous), "status": "open",
@@ -101,7 +100,7 @@ async def close(ctx: AppContext, actor: Actor, vote_id: str | ObjectId) -> dict[
     """open -> closed; closing a closed vote returns it unchanged (one close, one audit entry)."""
     vote = await get_vote(ctx, vote_id)
     actor.require("meeting.manage", vote["org_ancestors"])
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     closed = await model.update_if(ctx.db, vote["_id"], {"status": "open"}, {"$set": {
         "status": "closed", "closed_at": now, "closed_by": {"id": actor.id, "name": actor.name}}})
     if closed is None:
@@ -139,7 +138,7 @@ async def cast(ctx: AppContext, member: dict[str, Any], vote_id: str | ObjectId,
     if vote["status"] != "open":
         raise Conflict("vote_closed", "表决已结束")
     key = model.voter_key(vote["_id"], member["_id"])
-    now = datetime.now(UTC)
+    now = ctx.clock.now()
     if vote["anonymous"]:
         claim_in, claim = model.VOTERS, {"_id": key, "vote_id": vote["_id"]}
     else:

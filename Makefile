@@ -19,6 +19,7 @@ run: $(STAMP)
 	WXB_LOG_FORMAT=$${WXB_LOG_FORMAT:-text} $(PY) -m wxbackend serve --demo
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # The whole suite on the dates where the calendar's rules differ (README, "Tests").
@@ -31,6 +32,7 @@ test-dates: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -34,6 +34,7 @@ import httpx
 
 from wxbackend.context import AppContext
 from wxbackend.embedded import EmbeddedServers, free_port
+from wxbackend.services import installed
 from wxbackend.settings import Settings, load_settings
 
 DEFAULT_DATABASE = "wxbackend"
@@ -68,7 +69,9 @@ class BenchEnv:
         return load_settings(environ=self.environ)
 
     async def connect(self, **kwargs: object) -> AppContext:
-        return await AppContext.connect(self.settings(), self.mongodb_uri, self.redis_url, **kwargs)
+        settings = self.settings()
+        return await AppContext.connect(settings, self.mongodb_uri, self.redis_url,
+                                        registry=installed.registry(settings), **kwargs)
 
     def mongo_pid(self) -> int | None:
         if self.servers and self.servers.mongo and self.servers.mongo.proc:
@@ -185,7 +188,7 @@ def stop_server(proc: subprocess.Popen) -> None:
 async def bench_branch(ctx: AppContext) -> dict:
     """A committee with one branch for a benchmark's members; the branch document."""
     from wxbackend.services import orgs
-    from wxbackend.services.access import Actor
+    from wxbackend.services.accounts.access import Actor
 
     system = Actor.system_actor("bench")
     root = await orgs.create(ctx, system, None, name="压测市委", org_type="committee",
@@ -199,10 +202,11 @@ async def env_context(environ: dict[str, str]) -> AsyncIterator[AppContext]:
     """A context on the servers a benchmark's server subprocess will use (indexes ensured)."""
     from models import ensure_indexes
 
-    ctx = await AppContext.connect(load_settings(environ=environ), environ["WXB_MONGODB_URI"],
-                                   environ["WXB_REDIS_URL"])
+    settings = load_settings(environ=environ)
+    ctx = await AppContext.connect(settings, environ["WXB_MONGODB_URI"], environ["WXB_REDIS_URL"],
+                                   registry=installed.registry(settings))
     try:
-        await ensure_indexes(ctx.db)
+        await ensure_indexes(ctx.db, ctx.registry.models)
         yield ctx
     finally:
         await ctx.close()
@@ -214,8 +218,8 @@ async def bound_members(ctx: AppContext, count: int, channel: str,
     from datetime import date, timedelta
 
     from wxbackend.idcard import make_id_card
-    from wxbackend.services import binding, members
-    from wxbackend.services.access import Actor
+    from wxbackend.services.accounts.access import Actor
+    from wxbackend.services.orgs import binding, members
 
     system = Actor.system_actor("bench")
     branch = await bench_branch(ctx)

@@ -35,7 +35,7 @@ from callback import BARE_APP, Account, load, percentile, server_env, start
 
 from bench._common import bound_members, env_context, stop_server
 from wxbackend.embedded import EmbeddedServers, free_port
-from wxbackend.services import mpsessions
+from wxbackend.services.accounts import mpsessions
 
 
 async def bound_tokens(env: dict[str, str], users: int) -> list[str]:

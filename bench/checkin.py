@@ -47,8 +47,10 @@ from models import meetings as meetings_model
 from models import members as members_model
 from wxbackend.context import AppContext
 from wxbackend.idcard import make_id_card
-from wxbackend.services import members, mpsessions, orgs
-from wxbackend.services.access import Actor
+from wxbackend.services import orgs
+from wxbackend.services.accounts import mpsessions
+from wxbackend.services.accounts.access import Actor
+from wxbackend.services.orgs import members
 
 SYSTEM = Actor.system_actor("bench")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -189,7 +191,7 @@ async def main() -> int:
     args = parser.parse_args()
     with bench_env(args) as env:
         ctx = await env.connect(database=args.database)
-        await ensure_indexes(ctx.db)
+        await ensure_indexes(ctx.db, ctx.registry.models)
         started = time.perf_counter()
         meeting, tokens = await build(ctx, args.members)
         print(f"built {args.members} members, their sessions and the meeting in "

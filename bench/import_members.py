@@ -39,9 +39,10 @@ from models import orgs as orgs_model  # noqa: E402
 from wxbackend.context import AppContext  # noqa: E402
 from wxbackend.embedded import EmbeddedServers  # noqa: E402
 from wxbackend.idcard import make_id_card  # noqa: E402
-from wxbackend.services import importer, orgs  # noqa: E402
-from wxbackend.services.access import Actor  # noqa: E402
-from wxbackend.services.import_sheet import COLUMNS  # noqa: E402
+from wxbackend.services import installed, orgs  # noqa: E402
+from wxbackend.services.accounts.access import Actor  # noqa: E402
+from wxbackend.services.orgs import importer  # noqa: E402
+from wxbackend.services.orgs.import_sheet import COLUMNS  # noqa: E402
 from wxbackend.settings import load_settings  # noqa: E402
 
 SYSTEM = Actor.system_actor("bench")
@@ -75,10 +76,11 @@ async def bench(servers: EmbeddedServers, files: list[tuple[str, bytes]], rows: 
         "WXB_MONGODB_URI": servers.mongodb_uri, "WXB_REDIS_URL": servers.redis_url,
         "WXB_SECURITY_SECRET_KEY": secrets.token_urlsafe(40),
         "WXB_SECURITY_FIELD_KEY": base64.b64encode(secrets.token_bytes(32)).decode()})
-    ctx = await AppContext.connect(settings, servers.mongodb_uri, servers.redis_url, database="bench_import")
+    ctx = await AppContext.connect(settings, servers.mongodb_uri, servers.redis_url, database="bench_import",
+                                   registry=installed.registry(settings))
     try:
         await ctx.mongo.drop_database("bench_import")
-        await ensure_indexes(ctx.db)
+        await ensure_indexes(ctx.db, ctx.registry.models)
         root = await orgs.create(ctx, SYSTEM, None, name="中共示范市委员会", org_type="committee",
                                  category="organ", code="ROOT")
         district = await orgs.create(ctx, SYSTEM, root["_id"], name="东区区委", org_type="committee",

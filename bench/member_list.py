@@ -35,8 +35,9 @@ from models import ensure_indexes
 from models import orgs as orgs_model
 from tests.webclient import WebClient
 from wxbackend.context import AppContext
-from wxbackend.services import members, orgtree, seed
-from wxbackend.services.access import Actor
+from wxbackend.demo import seed
+from wxbackend.services.accounts.access import Actor
+from wxbackend.services.orgs import members, orgtree
 
 
 class Capture(monitoring.CommandListener):
@@ -200,13 +201,13 @@ def report(label: str, org: dict[str, Any], result: dict[str, Any]) -> None:
 
 async def run(args: argparse.Namespace) -> None:
     from models import users as users_model
-    from wxbackend.services import admins
+    from wxbackend.services.accounts import admins
 
     with bench_env(args) as env:
         capture = Capture()
         ctx = await env.connect(event_listeners=[capture])
         try:
-            await ensure_indexes(ctx.db)
+            await ensure_indexes(ctx.db, ctx.registry.models)
             if not await orgs_model.roots(ctx.db):
                 print(f"seeding the demo city at scale {args.scale:g} (minutes at 1.0) ...", flush=True)
                 print((await seed.seed_city(ctx, args.scale)).summary(), flush=True)

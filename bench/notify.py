@@ -49,8 +49,10 @@ from models import notices as notices_model  # noqa: E402
 from models import orgs as orgs_model  # noqa: E402
 from wxbackend.embedded import free_port  # noqa: E402
 from wxbackend.idcard import make_id_card  # noqa: E402
-from wxbackend.services import members, notices, orgs  # noqa: E402
-from wxbackend.services.access import Actor  # noqa: E402
+from wxbackend.services import orgs  # noqa: E402
+from wxbackend.services.accounts.access import Actor  # noqa: E402
+from wxbackend.services.notify import notices  # noqa: E402
+from wxbackend.services.orgs import members  # noqa: E402
 
 SYSTEM = Actor.system_actor("bench")
 PER_BRANCH = 50
@@ -185,7 +187,7 @@ async def main(args: argparse.Namespace) -> None:
         ctx = await env.connect(database=env.database)
         try:
             wait_port(sandbox_port)
-            await ensure_indexes(ctx.db)
+            await ensure_indexes(ctx.db, ctx.registry.models)
             t = time.monotonic()
             committee = await build_subtree(ctx, args.members)
             await teach_sandbox(f"http://127.0.0.1:{sandbox_port}", args.members)

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import add_server_args, bench_env, proc_memory_mb
-from wxbackend.services import seed
+from wxbackend.demo import seed
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -32,7 +32,7 @@ async def run(args: argparse.Namespace) -> None:
             if args.drop:
                 await ctx.mongo.drop_database(env.database)
                 await ctx.redis.flushdb()
-            await ensure_indexes(ctx.db)  # as every process does at start-up
+            await ensure_indexes(ctx.db, ctx.registry.models)  # as every process does at start-up
             before = proc_memory_mb(env.mongo_pid())
             started = time.perf_counter()
             report = await seed.seed_city(ctx, args.scale)

@@ -9,9 +9,12 @@ from bson import ObjectId
 
 from handlers.admin_base import SESSION_COOKIE, AdminHandler
 from handlers.admin_compliance import compliance_panel
+from handlers.base import PATH_ID
 from models.enums import MEMBER_STATES, ORG_PARENT_TYPES
 from wxbackend.errors import DomainError, InvalidInput
-from wxbackend.services import admins, audit, members, orgs, orgtree
+from wxbackend.services import orgs
+from wxbackend.services.accounts import admins, audit
+from wxbackend.services.orgs import members, orgtree
 
 MEMBER_FORM_FIELDS = ("name", "gender", "ethnicity", "birth_date", "education", "id_card", "phone",
                       "party_status", "joined_on", "full_on", "category")
@@ -91,7 +94,7 @@ class OrgActionHandler(AdminHandler):
                                       term_start=self.form("term_start") or None)
             target = child["_id"]
         elif action == "move":
-            parent = await _org_by_code(ctx, self.form("parent_code"))
+            parent = await orgs.by_code(ctx, self.form("parent_code"))
             await orgs.move(ctx, actor, oid, parent["_id"])
         elif action == "dissolve":
             org = await orgs.dissolve(ctx, actor, oid)
@@ -109,13 +112,7 @@ class OrgActionHandler(AdminHandler):
         self.redirect(f"/admin/orgs/{target}?msg=" + tornado.escape.url_escape("已保存"))
 
 
-async def _org_by_code(ctx: Any, code: str) -> dict[str, Any]:
-    from models import orgs as orgs_model
 
-    org = await orgs_model.get_by_code(ctx.db, code)
-    if org is None:
-        raise InvalidInput("org_code_unknown", "找不到该组织编码")
-    return org
 
 
 class OrgMembersHandler(AdminHandler):
@@ -229,18 +226,17 @@ class AuditHandler(AdminHandler):
                     next_before=rows[-1]["_id"] if len(rows) == 50 else None)
 
 
-OID = r"([0-9a-f]{24})"
 ROUTES = [
     (r"/admin/login", LoginHandler),
     (r"/admin/logout", LogoutHandler),
     (r"/admin/?", HomeHandler),
-    (rf"/admin/orgs/{OID}", OrgHandler),
-    (rf"/admin/orgs/{OID}/(rename|details|children|move|dissolve|upgrade|leadership)", OrgActionHandler),
-    (rf"/admin/orgs/{OID}/members", OrgMembersHandler),
-    (rf"/admin/orgs/{OID}/members/new", MemberNewHandler),
-    (rf"/admin/members/{OID}", MemberHandler),
-    (rf"/admin/members/{OID}/unmask", MemberUnmaskHandler),
-    (rf"/admin/members/{OID}/edit", MemberEditHandler),
-    (rf"/admin/members/{OID}/state", MemberStateHandler),
+    (rf"/admin/orgs/{PATH_ID}", OrgHandler),
+    (rf"/admin/orgs/{PATH_ID}/(rename|details|children|move|dissolve|upgrade|leadership)", OrgActionHandler),
+    (rf"/admin/orgs/{PATH_ID}/members", OrgMembersHandler),
+    (rf"/admin/orgs/{PATH_ID}/members/new", MemberNewHandler),
+    (rf"/admin/members/{PATH_ID}", MemberHandler),
+    (rf"/admin/members/{PATH_ID}/unmask", MemberUnmaskHandler),
+    (rf"/admin/members/{PATH_ID}/edit", MemberEditHandler),
+    (rf"/admin/members/{PATH_ID}/state", MemberStateHandler),
     (r"/admin/audit", AuditHandler),
 ]

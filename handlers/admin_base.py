@@ -10,8 +10,8 @@ from bson import ObjectId
 
 from handlers.base import BaseHandler
 from wxbackend.errors import Forbidden
-from wxbackend.services import admins
-from wxbackend.services.access import Actor
+from wxbackend.services.accounts import admins
+from wxbackend.services.accounts.access import Actor
 
 SESSION_COOKIE = "wxb_session"
 

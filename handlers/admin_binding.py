@@ -13,7 +13,8 @@ import tornado.escape
 import tornado.web
 
 from handlers.admin_base import AdminHandler
-from wxbackend.services import binding
+from handlers.base import PATH_ID
+from wxbackend.services.orgs import binding
 
 
 class MemberUnbindHandler(AdminHandler):
@@ -27,5 +28,5 @@ class MemberUnbindHandler(AdminHandler):
 
 
 ROUTES = [
-    (r"/admin/members/([0-9a-f]{24})/unbind", MemberUnbindHandler),
+    (rf"/admin/members/{PATH_ID}/unbind", MemberUnbindHandler),
 ]

@@ -24,13 +24,14 @@ import tornado.escape
 import tornado.web
 
 from handlers.admin_base import AdminHandler
+from handlers.base import OBJECT_ID
 from models.enums import MEETING_TYPES
 from wxbackend.context import AppContext
 from wxbackend.errors import InvalidInput
-from wxbackend.services import comments, compliance, ledger, meetings, orgs, votes
-from wxbackend.services.access import Actor
+from wxbackend.services import meetings, orgs
+from wxbackend.services.accounts.access import Actor
+from wxbackend.services.meetings import comments, compliance, ledger, votes
 
-ID = "[0-9a-f]{24}"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
@@ -175,12 +176,12 @@ class MemberAttendanceHandler(MonthMixin):
 
 
 ROUTES = [
-    (rf"/admin/orgs/({ID})/compliance", ComplianceHandler),
-    (rf"/admin/orgs/({ID})/ledger", LedgerHandler),
-    (rf"/admin/orgs/({ID})/ledger/(\d{{4}}-\d{{2}})\.xlsx", LedgerExportHandler),
-    (rf"/admin/meetings/({ID})/ledger", LedgerEntryHandler),
-    (rf"/admin/meetings/({ID})/votes", VotesHandler),
-    (rf"/admin/votes/({ID})/close", VoteCloseHandler),
-    (rf"/admin/comments/({ID})/hide", CommentHideHandler),
-    (rf"/admin/members/({ID})/attendance", MemberAttendanceHandler),
+    (rf"/admin/orgs/({OBJECT_ID})/compliance", ComplianceHandler),
+    (rf"/admin/orgs/({OBJECT_ID})/ledger", LedgerHandler),
+    (rf"/admin/orgs/({OBJECT_ID})/ledger/(\d{{4}}-\d{{2}})\.xlsx", LedgerExportHandler),
+    (rf"/admin/meetings/({OBJECT_ID})/ledger", LedgerEntryHandler),
+    (rf"/admin/meetings/({OBJECT_ID})/votes", VotesHandler),
+    (rf"/admin/votes/({OBJECT_ID})/close", VoteCloseHandler),
+    (rf"/admin/comments/({OBJECT_ID})/hide", CommentHideHandler),
+    (rf"/admin/members/({OBJECT_ID})/attendance", MemberAttendanceHandler),
 ]

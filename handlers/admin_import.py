@@ -1,7 +1,7 @@
 """Management web: import members from a spreadsheet into a branch, and the template.
 
 ``GET /admin/orgs/<id>/import`` shows the upload form; ``POST`` (multipart,
-field ``file``) runs :func:`wxbackend.services.importer.import_file` and shows
+field ``file``) runs :func:`wxbackend.services.orgs.importer.import_file` and shows
 either the counts or the row-by-row error table. ``GET
 /admin/import-template.xlsx`` downloads the template secretaries fill in.
 """
@@ -14,8 +14,10 @@ import tornado.escape
 import tornado.web
 
 from handlers.admin_base import AdminHandler
-from wxbackend.services import importer, orgs
-from wxbackend.services.import_sheet import MAX_BYTES
+from handlers.base import PATH_ID
+from wxbackend.services import orgs
+from wxbackend.services.orgs import importer
+from wxbackend.services.orgs.import_sheet import MAX_BYTES
 from wxbackend.settings import ROOT
 
 TEMPLATE_FILE = ROOT / "templates" / "member-import-template.xlsx"
@@ -67,8 +69,7 @@ class TemplateHandler(AdminHandler):
         self.finish(TEMPLATE_FILE.read_bytes())
 
 
-OID = r"([0-9a-f]{24})"
 ROUTES = [
-    (rf"/admin/orgs/{OID}/import", ImportHandler),
+    (rf"/admin/orgs/{PATH_ID}/import", ImportHandler),
     (r"/admin/import-template.xlsx", TemplateHandler),
 ]

@@ -32,13 +32,13 @@ import tornado.web
 
 from handlers.admin_base import AdminHandler
 from handlers.api.meetings import send_file
-from models import meetings as meetings_model
+from handlers.base import OBJECT_ID
 from models.enums import MEETING_TYPES
 from wxbackend.clock import SHANGHAI
 from wxbackend.errors import InvalidInput
-from wxbackend.services import checkin, meetings, orgs
+from wxbackend.services import meetings, orgs
+from wxbackend.services.meetings import checkin, checkin_codes
 
-ID = "[0-9a-f]{24}"
 FORM_FIELDS = ("type", "title", "topic", "agenda", "place", "online_link", "start", "end",
                "reminder_minutes", "audience", "group_id", "member_ids")
 ACTIONS_DONE = {"publish": "已发布，参会党员将收到通知", "start": "会议已开始", "finish": "会议已结束",
@@ -60,11 +60,9 @@ def _month(text: str, today: date) -> tuple[int, int]:
 class CalendarHandler(AdminHandler):
     @tornado.web.authenticated
     async def get(self, org_id: str) -> None:
-        org = await orgs.view(self.ctx, self.actor, org_id)
-        self.actor.require("meeting.view", org["org_ancestors"])
         year, month = _month(self.get_query_argument("month", ""), self.ctx.clock.today())
         key = f"{year:04d}-{month:02d}"
-        rows = await meetings_model.in_org_month(self.ctx.db, org["_id"], key)
+        org, rows = await meetings.of_month(self.ctx, self.actor, org_id, key)
         by_day: dict[date, list[dict[str, Any]]] = {}
         for m in sorted(rows, key=lambda m: m["start"]):
             by_day.setdefault(m["start"].astimezone(SHANGHAI).date(), []).append(m)
@@ -162,7 +160,7 @@ class MeetingHandler(AdminHandler):
         self.render("admin/meeting.html", meeting=meeting, org=org, types=MEETING_TYPES,
                     status=meetings.display_status(meeting, now), status_label=meetings.status_label(meeting, now),
                     leave=meetings.leave_requests(meeting, names), unmarked=unmarked,
-                    absent=meetings_model.absent_count(meeting), minutes_text=meetings.current_minutes(meeting),
+                    absent=meetings.absent_count(meeting), minutes_text=meetings.current_minutes(meeting),
                     opens=meetings.checkin_opens_at(self.ctx, meeting), now=now,
                     settings=self.ctx.settings.meetings)
 
@@ -222,7 +220,7 @@ class QrHandler(AdminHandler):
     async def get(self, meeting_id: str, which: str) -> None:
         meeting = await meetings.view(self.ctx, self.actor, meeting_id)
         self.actor.require("meeting.manage", meeting["org_ancestors"])
-        image = await (checkin.oa_qr_png if which == "oa" else checkin.mp_code_png)(self.ctx, meeting)
+        image = await (checkin_codes.oa_qr_png if which == "oa" else checkin_codes.mp_code_png)(self.ctx, meeting)
         self.set_header("Content-Type", "image/png")
         self.set_header("Content-Disposition", f'inline; filename="checkin-{which}-{meeting_id}.png"')
         self.finish(image)
@@ -230,11 +228,11 @@ class QrHandler(AdminHandler):
 
 def screen_state(ctx: Any, meeting: dict[str, Any]) -> dict[str, Any]:
     """What the projector shows now: the code (as a PNG data URI) and when it changes."""
-    token = checkin.rotating_token(ctx, meeting["_id"])
-    png = base64.b64encode(checkin.png(token, box_size=12)).decode()
+    token = checkin_codes.rotating_token(ctx, meeting["_id"])
+    png = base64.b64encode(checkin_codes.png(token, box_size=12)).decode()
     counts = meeting["counts"]
     return {"token": token, "image": "data:image/png;base64," + png,
-            "refresh_in": checkin.seconds_left(ctx), "present": counts["present"],
+            "refresh_in": checkin_codes.seconds_left(ctx), "present": counts["present"],
             "expected": meeting["expected_count"], "status": meetings.display_status(meeting, ctx.clock.now())}
 
 
@@ -261,15 +259,15 @@ class BoardHandler(AdminHandler):
 
 
 ROUTES = [
-    (rf"/admin/orgs/({ID})/meetings", CalendarHandler),
-    (rf"/admin/orgs/({ID})/meetings/new", MeetingNewHandler),
-    (rf"/admin/meetings/({ID})", MeetingHandler),
-    (rf"/admin/meetings/({ID})/edit", MeetingEditHandler),
-    (rf"/admin/meetings/({ID})/(publish|start|finish|cancel|minutes|confirm-minutes|amend-minutes|leave"
+    (rf"/admin/orgs/({OBJECT_ID})/meetings", CalendarHandler),
+    (rf"/admin/orgs/({OBJECT_ID})/meetings/new", MeetingNewHandler),
+    (rf"/admin/meetings/({OBJECT_ID})", MeetingHandler),
+    (rf"/admin/meetings/({OBJECT_ID})/edit", MeetingEditHandler),
+    (rf"/admin/meetings/({OBJECT_ID})/(publish|start|finish|cancel|minutes|confirm-minutes|amend-minutes|leave"
      r"|checkin|materials)", MeetingActionHandler),
-    (rf"/admin/meetings/({ID})/materials/({ID})", MaterialHandler),
-    (rf"/admin/meetings/({ID})/materials/({ID})/delete", MaterialDeleteHandler),
-    (rf"/admin/meetings/({ID})/qr/(oa|mp)\.png", QrHandler),
-    (rf"/admin/meetings/({ID})/screen(\.json)?", ScreenHandler),
-    (rf"/admin/meetings/({ID})/board(\.json)?", BoardHandler),
+    (rf"/admin/meetings/({OBJECT_ID})/materials/({OBJECT_ID})", MaterialHandler),
+    (rf"/admin/meetings/({OBJECT_ID})/materials/({OBJECT_ID})/delete", MaterialDeleteHandler),
+    (rf"/admin/meetings/({OBJECT_ID})/qr/(oa|mp)\.png", QrHandler),
+    (rf"/admin/meetings/({OBJECT_ID})/screen(\.json)?", ScreenHandler),
+    (rf"/admin/meetings/({OBJECT_ID})/board(\.json)?", BoardHandler),
 ]

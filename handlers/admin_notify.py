@@ -6,9 +6,11 @@ import tornado.escape
 import tornado.web
 
 from handlers.admin_base import AdminHandler
-from models import orgs as orgs_model
+from handlers.base import PATH_ID
 from wxbackend.errors import Conflict, InvalidInput
-from wxbackend.services import notices, notify, notify_delivery, notify_inbox, orgs, orgtree, outbox
+from wxbackend.services import orgs
+from wxbackend.services.notify import notices, notify_delivery, notify_inbox, outbox
+from wxbackend.services.orgs import orgtree
 
 
 def _back(handler: AdminHandler, default: str, message: str) -> None:
@@ -74,10 +76,7 @@ class OutboxHandler(AdminHandler):
         arg = self.get_query_argument
         org_id = arg("org", "") or self.home_org()
         if arg("code", "").strip():  # the organisation filter, by its code
-            found = await orgs_model.get_by_code(self.ctx.db, arg("code").strip())
-            if found is None:
-                raise InvalidInput("org_code_unknown", "找不到该组织编码")
-            org_id = found["_id"]
+            org_id = (await orgs.by_code(self.ctx, arg("code").strip()))["_id"]
         org = await orgs.view(self.ctx, self.actor, org_id)
         result = await outbox.page(self.ctx, self.actor, org["_id"], day=arg("day", ""),
                                    status=arg("status", "failed"), kind=arg("kind", ""),
@@ -85,7 +84,7 @@ class OutboxHandler(AdminHandler):
         counts = await outbox.day_counts(self.ctx, self.actor, org["_id"])
         tree = await orgtree.snapshot(self.ctx)
         self.render("admin/outbox.html", page=result, counts=counts, org_name=tree.name,
-                    kinds={k.name: k.title for k in notify.KINDS.values()},
+                    kinds={k.name: k.title for k in self.ctx.registry.kinds.values()},
                     statuses=outbox.STATUS_LABELS, channels=outbox.CHANNEL_LABELS,
                     health=await outbox.health(self.ctx), can_retry=self.actor.can(
                         "outbox.retry", org["org_ancestors"]))
@@ -121,14 +120,13 @@ class ResumeHandler(AdminHandler):
         _back(self, "/admin/outbox", f"已恢复{notify_delivery.API_LABELS.get(self.form('api'), '')}发送")
 
 
-OID = r"([0-9a-f]{24})"
 ROUTES = [
     (r"/admin/inbox", InboxHandler),
-    (rf"/admin/inbox/{OID}", InboxItemHandler),
+    (rf"/admin/inbox/{PATH_ID}", InboxItemHandler),
     (r"/admin/notices", NoticesHandler),
-    (rf"/admin/notices/{OID}", NoticeHandler),
+    (rf"/admin/notices/{PATH_ID}", NoticeHandler),
     (r"/admin/outbox", OutboxHandler),
-    (rf"/admin/outbox/{OID}/retry", RetryHandler),
+    (rf"/admin/outbox/{PATH_ID}/retry", RetryHandler),
     (r"/admin/outbox/retry", RetryManyHandler),
     (r"/admin/outbox/resume", ResumeHandler),
 ]

@@ -22,6 +22,10 @@ from wxbackend import logs, metrics
 from wxbackend.context import AppContext
 from wxbackend.errors import DomainError, TooManyRequests
 
+# An ObjectId in a URL: as an api_route parameter, and as a Tornado capture group.
+OBJECT_ID = "[0-9a-f]{24}"
+PATH_ID = f"({OBJECT_ID})"
+
 log = logging.getLogger("wxbackend.http")
 
 DEPENDENCY_ERRORS: tuple[tuple[type[BaseException], str], ...] = (

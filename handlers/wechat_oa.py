@@ -23,7 +23,7 @@ from typing import Any
 
 from handlers.base import BaseHandler
 from wxbackend.errors import DomainError, Forbidden, InvalidInput, TooManyRequests, Unavailable
-from wxbackend.services import binding
+from wxbackend.services.orgs import binding
 from wxbackend.wechat import callback
 from wxbackend.wechat.inbound import CallbackError
 

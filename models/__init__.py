@@ -4,30 +4,23 @@ One module a collection. Models know nothing of HTTP, WeChat or rules; they
 are called by services. Every collection that belongs to an organisation
 carries ``org_id`` and ``org_ancestors`` (the organisation's path from the
 root, *including the organisation itself*), so "everything in my subtree" is
-``{"org_ancestors": scope_id}`` on one multikey index, and registers itself in
-:data:`SCOPED_COLLECTIONS` so that moving a subtree rewrites it.
+``{"org_ancestors": scope_id}`` on one multikey index.
+
+A model module declares its collections' indexes as ``INDEXES`` (collection ->
+index models) and the collections that carry ``org_ancestors`` as ``SCOPED``, so
+that moving a subtree rewrites them; the capability that owns the module lists it
+(``Capability.models``), and :func:`ensure_indexes` creates what the installed
+capabilities declare.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from types import ModuleType
 from typing import Any
 
-from pymongo import IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-
-# collection name -> index models; each model module adds its own entry.
-INDEXES: dict[str, list[IndexModel]] = {}
-
-# Collections whose documents carry org_id + org_ancestors (with an index on
-# org_id). Moving an organisation rewrites org_ancestors in each of them.
-SCOPED_COLLECTIONS: list[str] = []
-
-
-def register(collection: str, indexes: list[IndexModel], *, scoped: bool = False) -> None:
-    INDEXES[collection] = indexes
-    if scoped and collection not in SCOPED_COLLECTIONS:
-        SCOPED_COLLECTIONS.append(collection)
 
 
 async def update_if(collection: AsyncCollection, doc_id: Any, expected: dict[str, Any],
@@ -49,25 +42,9 @@ async def update_if(collection: AsyncCollection, doc_id: Any, expected: dict[str
     return await collection.find_one({"_id": doc_id})
 
 
-async def ensure_indexes(db: AsyncDatabase) -> None:
-    # Importing the modules registers their indexes.
-    from models import (  # noqa: F401
-        audit,
-        comments,
-        compliance,
-        meetings,
-        members,
-        notices,
-        notifications,
-        notify_batches,
-        notify_grants,
-        notify_messages,
-        notify_stats,
-        orgs,
-        users,
-        votes,
-    )
-
-    for name, indexes in INDEXES.items():
-        if indexes:
-            await db[name].create_indexes(indexes)
+async def ensure_indexes(db: AsyncDatabase, modules: Iterable[ModuleType]) -> None:
+    """Create the indexes the model modules declare (``INDEXES``: collection -> index models)."""
+    for module in modules:
+        for name, indexes in module.INDEXES.items():
+            if indexes:
+                await db[name].create_indexes(indexes)

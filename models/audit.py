@@ -17,15 +17,16 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
-from models import register
-
 COLLECTION = "audit_log"
 
-register(COLLECTION, [
+# Collections whose documents carry org_ancestors (rewritten when a subtree moves).
+SCOPED = (COLLECTION,)
+INDEXES: dict[str, list[IndexModel]] = {}
+INDEXES[COLLECTION] = [
     IndexModel([("org_ancestors", ASCENDING), ("_id", DESCENDING)]),
     IndexModel([("target.id", ASCENDING), ("_id", DESCENDING)]),
     IndexModel([("org_id", ASCENDING)]),
-], scoped=True)
+]
 
 
 async def insert(db: AsyncDatabase, doc: dict[str, Any]) -> None:

@@ -21,14 +21,16 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 import models
-from models import register
 
 COLLECTION = "meeting_comments"
 
-register(COLLECTION, [
+# Collections whose documents carry org_ancestors (rewritten when a subtree moves).
+SCOPED = (COLLECTION,)
+INDEXES: dict[str, list[IndexModel]] = {}
+INDEXES[COLLECTION] = [
     IndexModel([("meeting_id", ASCENDING), ("_id", ASCENDING)]),
     IndexModel([("org_id", ASCENDING)]),  # moving a subtree rewrites org_ancestors by org_id
-], scoped=True)
+]
 
 
 async def insert(db: AsyncDatabase, doc: dict[str, Any]) -> None:

@@ -1,7 +1,7 @@
 """Collections ``compliance`` and ``compliance_rollup``: 三会一课 per branch per month.
 
 One ``compliance`` document per branch per month, written only by
-:mod:`wxbackend.services.compliance` when a meeting finishes (or stops being
+:mod:`wxbackend.services.meetings.compliance` when a meeting finishes (or stops being
 finished) and by the seed's bulk load::
 
     {_id: "<org_id>:<YYYY-MM>", org_id, org_ancestors, month, quarter: "YYYY-Qn",
@@ -43,17 +43,18 @@ from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from models import register
-
 COLLECTION = "compliance"
 ROLLUPS = "compliance_rollup"
 
-register(COLLECTION, [
+# Collections whose documents carry org_ancestors (rewritten when a subtree moves).
+SCOPED = (COLLECTION,)
+INDEXES: dict[str, list[IndexModel]] = {}
+INDEXES[COLLECTION] = [
     IndexModel([("org_id", ASCENDING), ("month", ASCENDING)]),
     # Rebuilding a month's roll-ups reads that month's documents.
     IndexModel([("month", ASCENDING), ("compliant", ASCENDING)]),
-], scoped=True)
-register(ROLLUPS, [IndexModel([("month", ASCENDING)])])
+]
+INDEXES[ROLLUPS] = [IndexModel([("month", ASCENDING)])]
 
 
 def doc_id(org_id: ObjectId, month: str) -> str:

@@ -45,7 +45,6 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 import models
-from models import register
 
 COLLECTION = "meetings"
 
@@ -57,20 +56,23 @@ CHECKIN_HOWS = ("oa_qr", "mp_code", "rotating", "manual", "online", "leave")
 AUDIENCE_KINDS = ("branch", "committee", "group", "list")
 LEAVE_STATUSES = ("pending", "approved", "refused", "withdrawn")
 
-register(COLLECTION, [
+# Collections whose documents carry org_ancestors (rewritten when a subtree moves).
+SCOPED = (COLLECTION,)
+INDEXES: dict[str, list[IndexModel]] = {}
+INDEXES[COLLECTION] = [
     IndexModel([("org_id", ASCENDING), ("start", ASCENDING)]),
     IndexModel([("org_ancestors", ASCENDING), ("month", ASCENDING)]),
     IndexModel([("status", ASCENDING), ("start", ASCENDING)]),
     IndexModel([("org_id", ASCENDING), ("month", ASCENDING)]),
-], scoped=True)
+]
 
 # Materials and cached WeChat-issued codes live in one GridFS bucket. Its indexes
 # are declared here so ensure_indexes builds them (GridFS itself would only on
 # an empty bucket, after a find that SecantusDB runs as a collection scan).
 FILES_BUCKET = "materials"
-register(f"{FILES_BUCKET}.files", [IndexModel([("filename", ASCENDING), ("uploadDate", ASCENDING)])])
-register(f"{FILES_BUCKET}.chunks", [IndexModel([("files_id", ASCENDING), ("n", ASCENDING)],
-                                               unique=True)])
+INDEXES[f"{FILES_BUCKET}.files"] = [IndexModel([("filename", ASCENDING), ("uploadDate", ASCENDING)])]
+INDEXES[f"{FILES_BUCKET}.chunks"] = [IndexModel([("files_id", ASCENDING), ("n", ASCENDING)],
+                                               unique=True)]
 
 # What lists and calendars show: never the attendance map of a 1,200-member meeting.
 LIST_FIELDS = {"org_id": 1, "org_ancestors": 1, "type": 1, "title": 1, "topic": 1, "place": 1,

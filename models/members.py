@@ -22,11 +22,13 @@ from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 import models
-from models import register
 
 COLLECTION = "members"
 
-register(COLLECTION, [
+# Collections whose documents carry org_ancestors (rewritten when a subtree moves).
+SCOPED = (COLLECTION,)
+INDEXES: dict[str, list[IndexModel]] = {}
+INDEXES[COLLECTION] = [
     IndexModel([("org_id", ASCENDING), ("name", ASCENDING)]),
     IndexModel([("org_ancestors", ASCENDING), ("name", ASCENDING)]),
     IndexModel([("id_card_bidx", ASCENDING)], unique=True),
@@ -36,7 +38,7 @@ register(COLLECTION, [
     IndexModel([("oa_openid", ASCENDING)], unique=True, sparse=True),
     IndexModel([("mp_openid", ASCENDING)], unique=True, sparse=True),
     IndexModel([("unionid", ASCENDING)], sparse=True),
-], scoped=True)
+]
 
 # Fields a list page shows; never the encrypted blobs of the whole city.
 LIST_FIELDS = {"name": 1, "gender": 1, "birth_date": 1, "party_status": 1, "category": 1,

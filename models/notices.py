@@ -29,16 +29,18 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 import models
-from models import register
 
 COLLECTION = "notices"
 COUNTS = ("recipients", "delivered", "inbox", "failed", "read")
 
-register(COLLECTION, [
+# Collections whose documents carry org_ancestors (rewritten when a subtree moves).
+SCOPED = (COLLECTION,)
+INDEXES: dict[str, list[IndexModel]] = {}
+INDEXES[COLLECTION] = [
     IndexModel([("org_ancestors", ASCENDING), ("_id", DESCENDING)]),
     IndexModel([("org_id", ASCENDING)]),
     IndexModel([("state", ASCENDING), ("created_at", ASCENDING)]),
-], scoped=True)
+]
 
 
 async def insert(db: AsyncDatabase, doc: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ One document per recipient and notification. Shape::
      sent_at, read_at, digest: pending|done (admin users' kinds that wait for the digest)}
 
 While a worker sends a notification it holds a claim in Redis
-(``wxbackend.services.notify_delivery``), not a state here: SecantusDB
+(``wxbackend.services.notify.notify_delivery``), not a state here: SecantusDB
 rewrites every index entry of a document on any update, so each write to
 these documents is paid per index entry, and a notification is written twice
 in its life (inserted, settled).
@@ -48,20 +48,22 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 import models
-from models import register
 
 COLLECTION = "notifications"
 STATUSES = ("queued", "sent", "failed", "undeliverable")
 FINAL = ("sent", "failed", "undeliverable")
 SCOPED = ("failed", "undeliverable")
 
-register(COLLECTION, [
+# Collections whose documents carry org_ancestors (rewritten when a subtree moves).
+SCOPED = (COLLECTION,)
+INDEXES: dict[str, list[IndexModel]] = {}
+INDEXES[COLLECTION] = [
     IndexModel([("owner", ASCENDING), ("kind", ASCENDING), ("subject", ASCENDING)], unique=True),
     IndexModel([("status", ASCENDING), ("next_at", ASCENDING)]),
     IndexModel([("scope", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)], sparse=True),
     # Moving an organisation rewrites its documents' org_ancestors ({"org_id": ...}).
     IndexModel([("org_id", ASCENDING)]),
-], scoped=True)
+]
 
 # What a delivery needs of a notification (not the inbox fields).
 DELIVERY_FIELDS = {"msg": 1, "kind": 1, "channel": 1, "openid": 1, "status": 1, "attempts": 1,

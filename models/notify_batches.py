@@ -28,11 +28,10 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from models import register
-
 COLLECTION = "notify_batches"
 
-register(COLLECTION, [IndexModel([("due_at", ASCENDING)])])
+INDEXES: dict[str, list[IndexModel]] = {}
+INDEXES[COLLECTION] = [IndexModel([("due_at", ASCENDING)])]
 
 
 async def insert_many(db: AsyncDatabase, docs: list[dict[str, Any]]) -> None:

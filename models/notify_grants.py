@@ -19,16 +19,15 @@ from __future__ import annotations
 from datetime import datetime
 
 from bson import ObjectId
-from pymongo import UpdateOne
+from pymongo import IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-
-from models import register
 
 COLLECTION = "notify_grants"
 # WeChat keeps one-time grants without limit; we cap what one member can pile up.
 MAX_GRANTS = 50
 
-register(COLLECTION, [])  # every query is by _id
+INDEXES: dict[str, list[IndexModel]] = {}
+INDEXES[COLLECTION] = []  # every query is by _id
 
 
 def grant_id(member_id: ObjectId, template_id: str) -> str:

@@ -24,11 +24,10 @@ from bson import ObjectId
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
-from models import register
-
 COLLECTION = "notify_messages"
 
-register(COLLECTION, [IndexModel([("created_at", ASCENDING)])])
+INDEXES: dict[str, list[IndexModel]] = {}
+INDEXES[COLLECTION] = [IndexModel([("created_at", ASCENDING)])]
 
 
 async def insert(db: AsyncDatabase, doc: dict[str, Any]) -> None:

@@ -21,12 +21,11 @@ from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from models import register
-
 COLLECTION = "notify_stats"
 FIELDS = ("total", "sent", "failed", "undeliverable")
 
-register(COLLECTION, [IndexModel([("day", ASCENDING)])])  # pages read by _id; pruning by day
+INDEXES: dict[str, list[IndexModel]] = {}
+INDEXES[COLLECTION] = [IndexModel([("day", ASCENDING)])]  # pages read by _id; pruning by day
 
 
 def stat_id(day: str, org_id: ObjectId) -> str:

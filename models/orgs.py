@@ -25,16 +25,16 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 import models
-from models import register
 
 COLLECTION = "organisations"
 
-register(COLLECTION, [
+INDEXES: dict[str, list[IndexModel]] = {}
+INDEXES[COLLECTION] = [
     IndexModel([("code", ASCENDING)], unique=True),
     IndexModel([("parent_id", ASCENDING), ("position", ASCENDING)]),
     IndexModel([("org_ancestors", ASCENDING), ("type", ASCENDING)]),
     IndexModel([("name", ASCENDING)]),
-])
+]
 
 # What the tree snapshot and list pages need: never the committee arrays.
 TREE_FIELDS = {"name": 1, "code": 1, "type": 1, "category": 1, "status": 1, "parent_id": 1,

@@ -15,14 +15,13 @@ from bson import ObjectId
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
-from models import register
-
 COLLECTION = "users"
 
-register(COLLECTION, [
+INDEXES: dict[str, list[IndexModel]] = {}
+INDEXES[COLLECTION] = [
     IndexModel([("username", ASCENDING)], unique=True),
     IndexModel([("roles.org_id", ASCENDING)]),
-])
+]
 
 
 async def get(db: AsyncDatabase, user_id: ObjectId) -> dict[str, Any] | None:

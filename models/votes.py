@@ -29,18 +29,20 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 import models
-from models import register
 
 COLLECTION = "votes"
 BALLOTS = "vote_ballots"
 VOTERS = "vote_voters"
 
-register(COLLECTION, [
+# Collections whose documents carry org_ancestors (rewritten when a subtree moves).
+SCOPED = (COLLECTION,)
+INDEXES: dict[str, list[IndexModel]] = {}
+INDEXES[COLLECTION] = [
     IndexModel([("meeting_id", ASCENDING), ("_id", ASCENDING)]),
     IndexModel([("org_id", ASCENDING)]),  # moving a subtree rewrites org_ancestors by org_id
-], scoped=True)
-register(BALLOTS, [IndexModel([("vote_id", ASCENDING), ("_id", ASCENDING)])])
-register(VOTERS, [IndexModel([("vote_id", ASCENDING)])])
+]
+INDEXES[BALLOTS] = [IndexModel([("vote_id", ASCENDING), ("_id", ASCENDING)])]
+INDEXES[VOTERS] = [IndexModel([("vote_id", ASCENDING)])]
 
 
 def voter_key(vote_id: ObjectId, member_id: ObjectId) -> str:

@@ -16,13 +16,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pymongo import IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
-
-from models import register
 
 COLLECTION = "wechat_followers"
 
-register(COLLECTION, [])
+INDEXES: dict[str, list[IndexModel]] = {}
+INDEXES[COLLECTION] = []
 
 
 async def get(db: AsyncDatabase, openid: str) -> dict[str, Any] | None:

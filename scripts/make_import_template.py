@@ -1,7 +1,7 @@
 """Write templates/member-import-template.xlsx, the spreadsheet secretaries fill in.
 
 Sheet 1 "党员信息" holds the header row the importer reads (columns from
-``wxbackend.services.import_sheet.COLUMNS``), with the ID-card and phone
+``wxbackend.services.orgs.import_sheet.COLUMNS``), with the ID-card and phone
 columns formatted as text (so Excel keeps all 18 digits), date columns as
 dates, and drop-down lists for the coded columns. Sheet 2 "填写说明" explains
 each column with the values allowed by ``models/enums.py``. Run after
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from models.enums import EDUCATIONS, GENDERS, MEMBER_CATEGORIES, PARTY_STATUSES  # noqa: E402
-from wxbackend.services.import_sheet import ALIASES, COLUMNS, REQUIRED  # noqa: E402
+from wxbackend.services.orgs.import_sheet import ALIASES, COLUMNS, REQUIRED  # noqa: E402
 
 OUT = ROOT / "templates" / "member-import-template.xlsx"
 # Rows the drop-down lists and formats cover (the importer accepts up to 20,000).

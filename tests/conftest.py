@@ -25,11 +25,13 @@ from tests.queryshapes import QueryRecorder, check_pending
 from tests.webclient import WebClient
 from tests.wechat_fixtures import sandbox  # noqa: F401  (fixture for WeChat tests)
 from wxbackend.app import make_app
+from wxbackend.capability import Capability
 from wxbackend.clock import Clock, parse_instant
 from wxbackend.context import AppContext
 from wxbackend.embedded import EmbeddedServers, free_port
-from wxbackend.services import admins, orgs
-from wxbackend.services.access import Actor
+from wxbackend.services import installed, orgs
+from wxbackend.services.accounts import admins
+from wxbackend.services.accounts.access import Actor
 from wxbackend.settings import Settings, load_settings
 
 ADMIN_PASSWORD = "correct-horse-battery"
@@ -82,13 +84,20 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def ctx(servers: EmbeddedServers, settings: Settings, clock: Clock) -> AsyncIterator[AppContext]:
+def extra_capabilities() -> tuple[Capability, ...]:
+    """Capabilities a test module installs besides the real ones (override it in the module)."""
+    return ()
+
+
+@pytest.fixture
+async def ctx(servers: EmbeddedServers, settings: Settings, clock: Clock,
+              extra_capabilities: tuple[Capability, ...]) -> AsyncIterator[AppContext]:
     recorder = QueryRecorder()
     context = await AppContext.connect(settings, servers.mongodb_uri, servers.redis_url,
-                                       database=f"t_{uuid.uuid4().hex[:12]}",
-                                       event_listeners=[recorder], clock=clock)
+                                       database=f"t_{uuid.uuid4().hex[:12]}", event_listeners=[recorder],
+                                       clock=clock, registry=installed.registry(settings, *extra_capabilities))
     await context.redis.flushdb()
-    await ensure_indexes(context.db)
+    await ensure_indexes(context.db, context.registry.models)
     try:
         yield context
         scans = await check_pending(context.mongo, recorder)

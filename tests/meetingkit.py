@@ -18,8 +18,10 @@ from tests.conftest import City
 from tests.factories import member_fields
 from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
-from wxbackend.services import binding, members, mpsessions, orgs
-from wxbackend.services.access import Actor, Role
+from wxbackend.services import orgs
+from wxbackend.services.accounts import mpsessions
+from wxbackend.services.accounts.access import Actor, Role
+from wxbackend.services.orgs import binding, members
 
 SYSTEM = Actor.system_actor("tests")
 

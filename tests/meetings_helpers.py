@@ -21,8 +21,9 @@ from models import meetings as meetings_model
 from tests.factories import member_fields
 from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
-from wxbackend.services import binding, meetings, members, orgs
-from wxbackend.services.access import Actor, Role
+from wxbackend.services import meetings, orgs
+from wxbackend.services.accounts.access import Actor, Role
+from wxbackend.services.orgs import binding, members
 
 SYSTEM = Actor.system_actor("tests")
 

@@ -29,7 +29,8 @@ from tests.factories import member_fields
 from tests.wechat_fixtures import Sandbox, use_test_credentials
 from wxbackend.context import AppContext
 from wxbackend.embedded import free_port
-from wxbackend.services import members, orgs
+from wxbackend.services import orgs
+from wxbackend.services.orgs import members
 from wxbackend.wechat.sandbox import SandboxConfig, make_sandbox_app
 from wxbackend.worker import build_worker, settings_environ
 

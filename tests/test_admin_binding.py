@@ -6,7 +6,7 @@ from models import audit as audit_model
 from models import members as members_model
 from tests.conftest import ADMIN_PASSWORD, actor_of
 from tests.factories import member_fields
-from wxbackend.services import binding, members
+from wxbackend.services.orgs import binding, members
 
 
 async def bound_member(ctx, city) -> dict:

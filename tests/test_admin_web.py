@@ -4,7 +4,7 @@ import pytest
 
 from tests.conftest import ADMIN_PASSWORD, actor_of
 from tests.factories import member_fields
-from wxbackend.services import members
+from wxbackend.services.orgs import members
 
 
 async def test_login_sets_secure_httponly_session_and_logout_revokes(web):

@@ -12,7 +12,7 @@ from models import wechat as followers_model
 from tests.conftest import SYSTEM, actor_of
 from tests.factories import member_fields
 from wxbackend.errors import Conflict, DomainError, Forbidden, InvalidInput, TooManyRequests
-from wxbackend.services import binding, members
+from wxbackend.services.orgs import binding, members
 
 IP = "10.1.2.3"
 

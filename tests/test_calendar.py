@@ -21,8 +21,9 @@ from tests.meetingkit import actor, add_members, held, light_city
 from wxbackend import jobs
 from wxbackend.clock import SHANGHAI, Clock, parse_instant
 from wxbackend.context import AppContext
-from wxbackend.services import compliance, digest, notify, orgs, outbox
-from wxbackend.services.notify import Recipient
+from wxbackend.services import notify, orgs
+from wxbackend.services.meetings import compliance
+from wxbackend.services.notify import Recipient, digest, outbox
 
 # (clock, the month it is in Shanghai, types a branch with only a 主题党日 still owes)
 QUARTERLY = ["branch_assembly", "lecture"]

@@ -8,7 +8,8 @@ from bson import ObjectId
 
 from tests.meetings_helpers import add_people, build_town, live_meeting, planned_meeting, reload
 from wxbackend.errors import DomainError
-from wxbackend.services import checkin, meetings
+from wxbackend.services import meetings
+from wxbackend.services.meetings import checkin, checkin_batch, checkin_codes
 
 
 @pytest.fixture
@@ -89,12 +90,12 @@ async def test_rotating_code_accepts_this_and_the_previous_step_only(ctx, town):
     meeting = await live_meeting(ctx, town)
     now = ctx.clock.now()
     step = ctx.settings.meetings.rotating_step_seconds
-    current = checkin.rotating_token(ctx, meeting["_id"], now)
-    previous = checkin.rotating_token(ctx, meeting["_id"], now - timedelta(seconds=step))
-    stale = checkin.rotating_token(ctx, meeting["_id"], now - timedelta(seconds=2 * step + 1))
-    future = checkin.rotating_token(ctx, meeting["_id"], now + timedelta(seconds=step))
+    current = checkin_codes.rotating_token(ctx, meeting["_id"], now)
+    previous = checkin_codes.rotating_token(ctx, meeting["_id"], now - timedelta(seconds=step))
+    stale = checkin_codes.rotating_token(ctx, meeting["_id"], now - timedelta(seconds=2 * step + 1))
+    future = checkin_codes.rotating_token(ctx, meeting["_id"], now + timedelta(seconds=step))
     forged = current[:-2] + ("AA" if not current.endswith("AA") else "BB")
-    other_meeting = checkin.rotating_token(ctx, ObjectId(), now)
+    other_meeting = checkin_codes.rotating_token(ctx, ObjectId(), now)
     assert (await checkin.check_in_member(ctx, meeting["_id"], people[0], "rotating", token=current)).code == "checked_in"
     assert (await checkin.check_in_member(ctx, meeting["_id"], people[1], "rotating", token=previous)).code == "checked_in"
     await refused(checkin.check_in_member(ctx, meeting["_id"], people[2], "rotating", token=stale),
@@ -109,12 +110,12 @@ async def test_rotating_code_accepts_this_and_the_previous_step_only(ctx, town):
 
 def test_rotating_token_needs_the_secret_key(ctx):
     meeting_id = ObjectId()
-    token = checkin.rotating_token(ctx, meeting_id)
-    assert checkin.verify_token(ctx, token, ctx.clock.now()) == meeting_id
-    ctx.caches.pop("checkin.token_key")
+    token = checkin_codes.rotating_token(ctx, meeting_id)
+    assert checkin_codes.verify_token(ctx, token, ctx.clock.now()) == meeting_id
     ctx.settings.security.secret_key = "another-secret-key-of-at-least-32-chars!!"
+    ctx.replace_state(checkin_codes.TokenKey(ctx.settings.security.secret_key))  # a process started with it
     with pytest.raises(DomainError) as err:
-        checkin.verify_token(ctx, token, ctx.clock.now())
+        checkin_codes.verify_token(ctx, token, ctx.clock.now())
     assert err.value.code == "checkin_token_invalid"
 
 
@@ -168,5 +169,5 @@ async def test_a_crowd_scanning_at_once_is_counted_exactly(ctx, town):
     assert codes.count("checked_in") == 20 and codes.count("already_checked_in") == 11
     stored = await reload(ctx, meeting)
     assert stored["counts"]["present"] == 30 and len(stored["attendance"]) == 30
-    writers = ctx.caches["checkin.writers"]
+    writers = ctx.state(checkin_batch.Writers)
     assert len(writers) == 1     # one meeting, one queue: the crowd shared few writes

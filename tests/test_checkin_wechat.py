@@ -13,7 +13,8 @@ from tests.meetings_helpers import (
     planned_meeting,
     reload,
 )
-from wxbackend.services import checkin, meetings
+from wxbackend.services import meetings
+from wxbackend.services.meetings import checkin_codes
 
 
 @pytest.fixture
@@ -41,14 +42,14 @@ async def test_scanning_the_printed_code_checks_in_once(ctx, town, wechat):
     await wechat.follow("oScan1")
     await bind(ctx, people[0], "oa", "oScan1")
     meeting = await live_meeting(ctx, town)
-    qr = await checkin.oa_qr(ctx, meeting)
+    qr = await checkin_codes.oa_qr(ctx, meeting)
     assert qr["expires_at"] > meeting["end"]
-    again = await checkin.oa_qr(ctx, await reload(ctx, meeting))
+    again = await checkin_codes.oa_qr(ctx, await reload(ctx, meeting))
     assert again["ticket"] == qr["ticket"] and wechat.calls("/cgi-bin/qrcode/create") == 1
     first = await scan(wechat, "oScan1", ticket=qr["ticket"])
     assert first.startswith("签到成功：三月主题党日")
     await asyncio.sleep(1.05)   # a scan in the same second is the same event (WeChat's retry)
-    second = await scan(wechat, "oScan1", scene=checkin.oa_scene(meeting["_id"]))
+    second = await scan(wechat, "oScan1", scene=checkin_codes.oa_scene(meeting["_id"]))
     assert second.startswith("已签到：三月主题党日，首次签到时间")
     stored = await reload(ctx, meeting)
     assert stored["counts"]["present"] == 1
@@ -58,7 +59,7 @@ async def test_scanning_the_printed_code_checks_in_once(ctx, town, wechat):
 async def test_an_unbound_scanner_gets_the_binding_link_and_nothing_is_recorded(ctx, town, wechat):
     await add_people(ctx, town, 1)
     meeting = await live_meeting(ctx, town)
-    reply = await scan(wechat, "oNewcomer", scene=checkin.oa_scene(meeting["_id"]))   # subscribe + qrscene_
+    reply = await scan(wechat, "oNewcomer", scene=checkin_codes.oa_scene(meeting["_id"]))   # subscribe + qrscene_
     assert "您还没有绑定党员身份" in reply and "/wechat/oa/bind" in reply
     assert (await reload(ctx, meeting))["attendance"] == {}
 
@@ -74,9 +75,9 @@ async def test_scans_refused_with_the_reason(ctx, town, wechat):
     later = await planned_meeting(ctx, town, ctx.clock.now() + timedelta(days=1))
     cancelled = await live_meeting(ctx, town)
     await meetings.cancel(ctx, town.secretary, cancelled["_id"])
-    assert "这不是您所在党支部的会议" in await scan(wechat, "oStranger", scene=checkin.oa_scene(meeting["_id"]))
-    assert "签到尚未开始" in await scan(wechat, "oScan1", scene=checkin.oa_scene(later["_id"]))
-    assert "已取消" in await scan(wechat, "oScan1", scene=checkin.oa_scene(cancelled["_id"]))
+    assert "这不是您所在党支部的会议" in await scan(wechat, "oStranger", scene=checkin_codes.oa_scene(meeting["_id"]))
+    assert "签到尚未开始" in await scan(wechat, "oScan1", scene=checkin_codes.oa_scene(later["_id"]))
+    assert "已取消" in await scan(wechat, "oScan1", scene=checkin_codes.oa_scene(cancelled["_id"]))
     assert "会议不存在" in await scan(wechat, "oScan1", scene="checkin:not-a-meeting")
     for m in (meeting, later, cancelled):
         assert (await reload(ctx, m))["attendance"] == {}
@@ -95,9 +96,9 @@ async def test_the_keyword_lists_upcoming_meetings(ctx, town, wechat):
 async def test_mini_program_code_is_fetched_once_and_kept(ctx, town, wechat):
     await add_people(ctx, town, 1)
     meeting = await live_meeting(ctx, town)
-    image = await checkin.mp_code_png(ctx, meeting)
+    image = await checkin_codes.mp_code_png(ctx, meeting)
     assert image.startswith(b"\x89PNG")
-    again = await checkin.mp_code_png(ctx, await reload(ctx, meeting))
+    again = await checkin_codes.mp_code_png(ctx, await reload(ctx, meeting))
     assert again == image and wechat.calls("/wxa/getwxacodeunlimit") == 1
-    printed = await checkin.oa_qr_png(ctx, meeting)
+    printed = await checkin_codes.oa_qr_png(ctx, meeting)
     assert printed.startswith(b"\x89PNG")

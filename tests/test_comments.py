@@ -10,7 +10,7 @@ from models import audit as audit_model
 from models import comments as comments_model
 from tests.meetingkit import actor, add_members, held, light_city, reload
 from wxbackend.errors import DomainError, Forbidden, InvalidInput
-from wxbackend.services import comments
+from wxbackend.services.meetings import comments
 
 DAY = date(2026, 3, 10)
 

@@ -12,7 +12,8 @@ from models import meetings as meetings_model
 from tests.meetingkit import actor as actor_of
 from tests.meetingkit import add_members, build, held, light_city
 from wxbackend.errors import Forbidden, InvalidInput
-from wxbackend.services import compliance, meetings
+from wxbackend.services import meetings
+from wxbackend.services.meetings import compliance
 
 JAN, FEB, MAR = date(2026, 1, 10), date(2026, 2, 10), date(2026, 3, 10)
 

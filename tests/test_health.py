@@ -13,6 +13,7 @@ from tests.webclient import WebClient
 from wxbackend.app import make_app
 from wxbackend.context import AppContext
 from wxbackend.embedded import EmbeddedServers, free_port
+from wxbackend.services import installed
 
 
 async def test_healthz_and_metrics(server_url):
@@ -41,8 +42,8 @@ async def own_servers(tmp_path):
 async def test_database_outage_gives_503_and_recovers_by_itself(own_servers, tmp_path):
     settings = make_settings(own_servers, tmp_path, WXB_MONGODB_SERVER_SELECTION_TIMEOUT_MS="800")
     ctx = await AppContext.connect(settings, own_servers.mongodb_uri, own_servers.redis_url,
-                                   database=f"t_{uuid.uuid4().hex[:12]}")
-    await ensure_indexes(ctx.db)
+                                   database=f"t_{uuid.uuid4().hex[:12]}", registry=installed.registry(settings))
+    await ensure_indexes(ctx.db, ctx.registry.models)
     city = await build_city(ctx)
     port = free_port()
     server = make_app(ctx).listen(port, "127.0.0.1")
@@ -78,8 +79,8 @@ async def test_database_outage_gives_503_and_recovers_by_itself(own_servers, tmp
 async def test_redis_outage_gives_503_not_a_crash(own_servers, tmp_path):
     settings = make_settings(own_servers, tmp_path)
     ctx = await AppContext.connect(settings, own_servers.mongodb_uri, own_servers.redis_url,
-                                   database=f"t_{uuid.uuid4().hex[:12]}")
-    await ensure_indexes(ctx.db)
+                                   database=f"t_{uuid.uuid4().hex[:12]}", registry=installed.registry(settings))
+    await ensure_indexes(ctx.db, ctx.registry.models)
     await build_city(ctx)
     port = free_port()
     server = make_app(ctx).listen(port, "127.0.0.1")

@@ -26,8 +26,8 @@ from models import orgs as orgs_model
 from tests.conftest import ADMIN_PASSWORD, SYSTEM, actor_of
 from tests.factories import member_fields
 from wxbackend.errors import Conflict
-from wxbackend.services import importer, members
-from wxbackend.services.import_sheet import (
+from wxbackend.services.orgs import importer, members
+from wxbackend.services.orgs.import_sheet import (
     COLUMNS,
     MAX_BYTES,
     MAX_ROWS,

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import re
+from pathlib import Path
 
 import pytest
 from pymongo.errors import AutoReconnect
 
 from tests.notifykit import drain
 from wxbackend import jobs
+from wxbackend.capability import Capability
+from wxbackend.services import installed
 from wxbackend.settings import ConfigError
 
+ROOT = Path(__file__).resolve().parent.parent
 RUNS: dict[str, int] = {}
 
 
@@ -48,25 +51,39 @@ def test_a_bad_schedule_names_the_setting(text):
     assert "[jobs] prune" in str(caught.value)
 
 
-def test_the_worker_knows_every_job_the_code_enqueues():
-    # A fresh interpreter: only what JOB_MODULES registers (not what tests imported).
-    code = ("from wxbackend import jobs; from wxbackend.settings import load_settings\n"
-            "jobs.load_job_modules(); s = load_settings(environ={'WXB_DATA_DIR': '/tmp/wxb-jobs-test'})\n"
-            "print(' '.join(sorted(jobs.JOBS)));"
-            "print(' '.join(c.setting_key for c in jobs.CRONS.values() if not hasattr(s.jobs, c.setting_key)))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    names, missing = [*out.splitlines(), ""][:2]
-    assert {"deliver", "notice_fanout", "digest_users", "late_reply"} <= set(names.split())
-    assert missing == ""  # every schedule has its setting
+@pytest.fixture
+def extra_capabilities():
+    return (Capability("test_jobs", jobs=(boom, flaky)),)
+
+
+def test_the_installed_capabilities_declare_every_job_the_code_enqueues(settings):
+    registry = installed.registry(settings)
+    source = "\n".join(p.read_text() for p in (ROOT / "wxbackend").rglob("*.py"))
+    enqueued = set(re.findall(r'jobs\.enqueue\(\s*ctx,\s*"(\w+)"', source))
+    assert {"deliver", "notice_fanout", "digest_users", "late_reply"} <= enqueued
+    assert enqueued <= set(registry.jobs)
+    assert {"meeting_reminders", "secretary_digest", "outbox_recovery", "prune"} <= set(registry.crons)
+    assert [c.setting_key for c in registry.crons.values() if not hasattr(settings.jobs, c.setting_key)] == []
+
+
+def test_a_job_declared_twice_is_refused(settings):
+    with pytest.raises(ValueError, match="test_boom"):
+        installed.registry(settings, Capability("a", jobs=(boom,)), Capability("b", jobs=(boom_again,)))
+
+
+@jobs.job(name="test_boom")
+async def boom_again(ctx, what: str) -> None:
+    raise AssertionError("never runs")
 
 
 async def test_a_cron_job_without_its_setting_stops_the_worker(ctx):
-    jobs.CRONS["test_orphan"] = jobs.CronSpec("test_orphan", "no_such_schedule", boom)
-    try:
-        with pytest.raises(ConfigError, match="no_such_schedule"):
-            jobs.cron_jobs(ctx)
-    finally:
-        del jobs.CRONS["test_orphan"]
+    @jobs.cron_job("test_orphan", "no_such_schedule")
+    async def orphan(ctx) -> None:
+        raise AssertionError("never runs")
+
+    ctx.registry = installed.registry(ctx.settings, Capability("orphans", jobs=(orphan,)))
+    with pytest.raises(ConfigError, match="no_such_schedule"):
+        jobs.cron_jobs(ctx)
 
 
 async def test_failures_are_kept_and_transient_ones_retried(ctx):

@@ -12,7 +12,7 @@ from tests.conftest import ADMIN_PASSWORD
 from tests.meetingkit import actor, add_members, held, light_city
 from wxbackend.clock import SHANGHAI
 from wxbackend.errors import Forbidden
-from wxbackend.services import comments, compliance, ledger
+from wxbackend.services.meetings import comments, compliance, ledger
 
 MARCH = "2026-03"
 

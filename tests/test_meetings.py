@@ -17,7 +17,8 @@ from tests.meetings_helpers import (
     reload,
 )
 from wxbackend.errors import Conflict, DomainError, Forbidden, InvalidInput
-from wxbackend.services import meeting_notices, meetings
+from wxbackend.services import meetings
+from wxbackend.services.meetings import meeting_notices
 
 
 @pytest.fixture

@@ -14,7 +14,9 @@ from tests.meetings_helpers import (
     reload,
 )
 from wxbackend.errors import Conflict
-from wxbackend.services import checkin, meetings, mpsessions
+from wxbackend.services import meetings
+from wxbackend.services.accounts import mpsessions
+from wxbackend.services.meetings import checkin, checkin_codes
 
 API = "/api/v1/meetings"
 
@@ -98,10 +100,10 @@ async def test_rotating_code_through_the_api(ctx, town, api):
     me, other = await phone(ctx, people[0], "oMp1"), await phone(ctx, people[1], "oMp2")
     meeting = await live_meeting(ctx, town)
     url = f"{API}/{meeting['_id']}/checkin"
-    token = checkin.rotating_token(ctx, meeting["_id"])
+    token = checkin_codes.rotating_token(ctx, meeting["_id"])
     ok = await api.post(url, headers=me, json={"method": "rotating", "token": token})
     assert ok.json()["code"] == "checked_in" and ok.json()["how"] == "rotating"
-    old = checkin.rotating_token(ctx, meeting["_id"], ctx.clock.now() - timedelta(minutes=5))
+    old = checkin_codes.rotating_token(ctx, meeting["_id"], ctx.clock.now() - timedelta(minutes=5))
     for bad, code in ((old, "checkin_token_expired"), (token[:-3] + "xyz", "checkin_token_invalid"),
                       (None, "checkin_token_invalid")):
         answer = await api.post(url, headers=other, json={"method": "rotating", "token": bad})

@@ -11,7 +11,8 @@ from tests.conftest import ADMIN_PASSWORD, actor_of
 from tests.factories import member_fields
 from tests.webclient import WebClient
 from wxbackend.clock import SHANGHAI
-from wxbackend.services import checkin, members
+from wxbackend.services.meetings import checkin, checkin_codes
+from wxbackend.services.orgs import members
 
 
 @pytest.fixture
@@ -60,7 +61,7 @@ async def test_a_secretary_runs_a_meeting_from_the_web(ctx, city, secretary):
 
     screen = (await secretary.get(f"{page_url}/screen.json")).json()
     assert screen["image"].startswith("data:image/png;base64,") and 0 < screen["refresh_in"] <= 30
-    assert checkin.verify_token(ctx, screen["token"], ctx.clock.now().astimezone(SHANGHAI)) == stored["_id"]
+    assert checkin_codes.verify_token(ctx, screen["token"], ctx.clock.now().astimezone(SHANGHAI)) == stored["_id"]
     assert "screen.json" in (await secretary.get(f"{page_url}/screen")).text
     await checkin.check_in_member(ctx, stored["_id"], attendees[0], "rotating", token=screen["token"])
     manual = await secretary.post_form(f"{page_url}/checkin", {"member_id": str(attendees[1]["_id"])})

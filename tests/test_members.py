@@ -8,7 +8,7 @@ from models import orgs as orgs_model
 from tests.conftest import actor_of
 from tests.factories import member_fields
 from wxbackend.errors import Conflict, DomainError, InvalidInput
-from wxbackend.services import members
+from wxbackend.services.orgs import members
 
 
 async def counts(ctx, org_id):

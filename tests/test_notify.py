@@ -21,14 +21,20 @@ from tests.notifykit import (
     statuses,
     use_templates,
 )
+from wxbackend.capability import Capability
 from wxbackend.errors import InvalidInput, NotFound
 from wxbackend.services import notify
 from wxbackend.services.notify import Kind, Recipient
 
-EVENT = notify.register_kind(Kind(
+EVENT = Kind(
     name="test_event", title="测试通知", template_setting="test_event",
     fields={"thing1": "{title}", "time2": "{when}"}, required=("title", "when"),
-    link="/admin/events/{event_id}", page="pages/event?id={event_id}", summary="{title}在{place}"))
+    link="/admin/events/{event_id}", page="pages/event?id={event_id}", summary="{title}在{place}")
+
+
+@pytest.fixture
+def extra_capabilities():
+    return (Capability("test_notify", kinds=(EVENT,)),)
 
 
 def data(**extra):
@@ -219,8 +225,8 @@ async def test_a_big_fan_out_is_planned_and_written_by_the_workers(ctx, town, sa
 
 
 async def test_outbox_pages_walk_a_day_by_status_and_subtree(ctx, town, sandbox, templates):
-    from wxbackend.services import outbox
-    from wxbackend.services.access import Actor, Role
+    from wxbackend.services.accounts.access import Actor, Role
+    from wxbackend.services.notify import outbox
 
     east = await followers(ctx, town.org("branch_a1"), sandbox, 7, "东")
     west = await followers(ctx, town.org("branch_b1"), sandbox, 4, "西")

@@ -11,9 +11,9 @@ from models import notifications as outbox_model
 from models import notify_grants as grants_model
 from tests.notifykit import drain, followers, new_members, small_city, statuses, use_templates
 from wxbackend.clock import SHANGHAI
-from wxbackend.services import notify, notify_delivery, outbox
-from wxbackend.services.access import Actor, Role
-from wxbackend.services.notify import Recipient
+from wxbackend.services import notify
+from wxbackend.services.accounts.access import Actor, Role
+from wxbackend.services.notify import Recipient, notify_delivery, outbox
 
 TEMPLATE_API = "/cgi-bin/message/template/send"
 SUBSCRIBE_API = "/cgi-bin/message/subscribe/send"
@@ -27,8 +27,6 @@ async def town(ctx):
 
 
 async def notice(ctx, people, subject="notice:1"):
-    from wxbackend.services import notices  # noqa: F401  (registers the kind)
-
     data = {"title": "学习通知", "org": "东区区委", "sent_at": ctx.clock.now(), "notice_id": "n1",
             "excerpt": "请按时参加"}
     return await notify.notify(ctx, [Recipient(member_id=p["_id"]) for p in people], "notice", data,

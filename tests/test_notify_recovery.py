@@ -30,13 +30,11 @@ from tests.notifykit import (
 from wxbackend import jobs, tokenbucket
 from wxbackend.context import AppContext
 from wxbackend.embedded import EmbeddedServers
-from wxbackend.services import notify, notify_delivery
-from wxbackend.services.notify import Recipient
+from wxbackend.services import installed, notify
+from wxbackend.services.notify import Recipient, notify_delivery
 
 
 async def notice(ctx, people, subject="notice:1"):
-    from wxbackend.services import notices  # noqa: F401  (registers the kind)
-
     data = {"title": "学习通知", "org": "东区区委", "sent_at": ctx.clock.now(), "notice_id": "n1",
             "excerpt": "请按时参加"}
     return await notify.notify(ctx, [Recipient(member_id=p["_id"]) for p in people], "notice", data,
@@ -97,9 +95,9 @@ async def test_redis_restarted_with_jobs_pending_then_emptied(tmp_path):
     servers = EmbeddedServers(tmp_path / "own").start()
     settings = make_settings(servers, tmp_path)
     ctx = await AppContext.connect(settings, servers.mongodb_uri, servers.redis_url,
-                                   database=f"t_{uuid.uuid4().hex[:12]}")
+                                   database=f"t_{uuid.uuid4().hex[:12]}", registry=installed.registry(settings))
     try:
-        await ensure_indexes(ctx.db)
+        await ensure_indexes(ctx.db, ctx.registry.models)
         use_templates(ctx)
         ctx.settings.notify.recovery_grace_seconds = 0
         async with own_sandbox(settings) as sandbox:
@@ -166,11 +164,11 @@ async def test_a_stopping_worker_hands_its_batch_back(ctx, sandbox):
     use_templates(ctx)
     people = await followers(ctx, town.org("branch_a1"), sandbox, 3)
     result = await notice(ctx, people)
-    ctx.caches[jobs.STOPPING] = True
+    ctx.state(jobs.WorkerState).stopping = True
     await drain(ctx, horizon=0.5)
     assert await statuses(ctx, result.ids) == {"queued": 3}
     assert await queued_jobs(ctx) == 1  # Retry: the same job, a second later
-    ctx.caches[jobs.STOPPING] = False
+    ctx.state(jobs.WorkerState).stopping = False
     await drain(ctx, horizon=2)
     assert await statuses(ctx, result.ids) == {"sent": 3}
 

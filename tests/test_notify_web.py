@@ -13,9 +13,10 @@ from models import notifications as outbox_model
 from models import users as users_model
 from tests.conftest import ADMIN_PASSWORD, actor_of
 from tests.notifykit import drain, followers, new_members, use_templates
+from wxbackend.capability import Capability
 from wxbackend.errors import Forbidden, InvalidInput
-from wxbackend.services import digest, notices, notify, notify_delivery, orgs
-from wxbackend.services.notify import Kind, Recipient
+from wxbackend.services import notify, orgs
+from wxbackend.services.notify import Kind, Recipient, digest, notices, notify_delivery
 
 API = "/api/v1"
 TEMPLATE_API = "/cgi-bin/message/template/send"
@@ -210,8 +211,13 @@ async def test_subscriptions_are_recorded_and_used(ctx, city, api, sandbox, temp
 
 # -- the digest ----------------------------------------------------------------------------
 
-DIGESTED = notify.register_kind(Kind(name="test_pending", title="待审批事项", template_setting="test_pending",
-                                     fields={"thing1": "{title}"}, required=("title",), digest=True))
+DIGESTED = Kind(name="test_pending", title="待审批事项", template_setting="test_pending",
+                fields={"thing1": "{title}"}, required=("title",), digest=True)
+
+
+@pytest.fixture
+def extra_capabilities():
+    return (Capability("test_digest", kinds=(DIGESTED,)),)
 
 
 async def test_a_secretary_gets_one_digest_a_day(ctx, city, sandbox, templates):

@@ -8,7 +8,8 @@ from models import orgs as orgs_model
 from tests.conftest import SYSTEM, actor_of
 from tests.factories import member_fields
 from wxbackend.errors import DomainError, Forbidden
-from wxbackend.services import members, orgs
+from wxbackend.services import orgs
+from wxbackend.services.orgs import members
 
 
 async def fetch(ctx, org_id):

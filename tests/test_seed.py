@@ -19,9 +19,12 @@ from tests.conftest import City, actor_of
 from tests.factories import member_fields
 from tests.webclient import WebClient
 from wxbackend.context import AppContext
+from wxbackend.demo import city as demo_city
+from wxbackend.demo import seed
 from wxbackend.errors import DomainError
 from wxbackend.idcard import parse_id_card
-from wxbackend.services import members, orgs, seed
+from wxbackend.services import installed, orgs
+from wxbackend.services.orgs import members
 
 SCALE = 0.003
 TODAY = date(2026, 3, 1)
@@ -62,8 +65,8 @@ def clear_fields(ctx: AppContext, member: dict[str, Any]) -> dict[str, Any]:
 # -- the plan alone (no database): the full-scale shape ---------------------------------
 
 @pytest.fixture(scope="module")
-def full_plan() -> list[seed.Spec]:
-    return seed.plan_city(1.0, TODAY)
+def full_plan() -> list[demo_city.Spec]:
+    return demo_city.plan_city(1.0, TODAY)
 
 
 def test_full_scale_city_has_the_real_shape(full_plan):
@@ -72,15 +75,15 @@ def test_full_scale_city_has_the_real_shape(full_plan):
     assert kinds["group"] == 450 and 12_000 < kinds["branch"] < 12_600
     assert 340 < kinds["committee"] - 15 < 360 and 850 < kinds["general_branch"] < 950
     sizes = [s.size for s in full_plan if s.kind == "branch"]
-    assert sum(sizes) == seed.FULL_MEMBERS
-    assert sizes.count(seed.BIG_BRANCH) == 1 and max(sizes) == seed.BIG_BRANCH
+    assert sum(sizes) == demo_city.FULL_MEMBERS
+    assert sizes.count(demo_city.BIG_BRANCH) == 1 and max(sizes) == demo_city.BIG_BRANCH
     assert 0.02 < sum(1 for n in sizes if n < 3) / len(sizes) < 0.04
     assert 0.015 < sum(1 for n in sizes if 60 <= n <= 300) / len(sizes) < 0.025
     assert sum(1 for n in sizes if 5 <= n <= 40) / len(sizes) > 0.9
     tops = full_plan[0].children
     assert len(tops) == 14
     for top in (t for t in tops if t.code.startswith("D")):
-        assert 20_000 <= sum(s.size for s in seed.walk(top)) <= 30_000, top.name
+        assert 20_000 <= sum(s.size for s in demo_city.walk(top)) <= 30_000, top.name
     expired = sum(1 for s in full_plan if orgs.term_overdue(s.doc, TODAY))
     assert 0.06 < expired / len(full_plan) < 0.10
 
@@ -89,7 +92,7 @@ def test_categories_match_the_committee_above(full_plan):
     expected = {"S02": {"soe"}, "S03": {"school"}, "S04": {"institution"},
                 "S05": {"private", "social"}, "S01": {"organ"}, "S06": {"organ"}}
     for top in full_plan[0].children:
-        found = {s.category for s in seed.walk(top) if s is not top}
+        found = {s.category for s in demo_city.walk(top) if s is not top}
         if top.code.startswith("D"):
             assert {"rural", "community"} <= found
         else:
@@ -100,23 +103,23 @@ def test_categories_match_the_committee_above(full_plan):
 
 @pytest.mark.parametrize("scale", [0.002, 0.003, 0.05])
 def test_tiny_cities_are_still_trees(scale):
-    plan = seed.plan_city(scale, TODAY)
+    plan = demo_city.plan_city(scale, TODAY)
     kinds = Counter(s.kind for s in plan)
     assert kinds["root"] == 1 and kinds["top"] >= 2 and kinds["base"] >= 1
     assert kinds["general"] >= 1 and kinds["branch"] >= 4 and kinds["group"] >= 1
-    assert sum(s.size for s in plan) == round(seed.FULL_MEMBERS * scale)
+    assert sum(s.size for s in plan) == round(demo_city.FULL_MEMBERS * scale)
 
 
 def test_same_scale_gives_the_same_plan():
-    first, second = seed.plan_city(0.05, TODAY), seed.plan_city(0.05, TODAY)
+    first, second = demo_city.plan_city(0.05, TODAY), demo_city.plan_city(0.05, TODAY)
     shape = lambda plan: [(s.code, s.name, s.category, s.size, s.doc["term_start"]) for s in plan]  # noqa: E731
     assert shape(first) == shape(second)
-    assert shape(first) != shape(seed.plan_city(0.06, TODAY))
+    assert shape(first) != shape(demo_city.plan_city(0.06, TODAY))
 
 
 def test_scale_out_of_range_is_refused():
     with pytest.raises(DomainError) as err:
-        seed.scaled_counts(0)
+        demo_city.scaled_counts(0)
     assert err.value.code == "bad_scale"
 
 
@@ -132,10 +135,10 @@ async def test_seeded_city_is_consistent(ctx):
 
 def check_tree(found: list[dict[str, Any]], report: seed.SeedReport) -> None:
     by_id = {o["_id"]: o for o in found}
-    assert len(found) == sum(report.orgs.values()) == len(seed.plan_city(SCALE, TODAY))
+    assert len(found) == sum(report.orgs.values()) == len(demo_city.plan_city(SCALE, TODAY))
     assert len({o["code"] for o in found}) == len(found)
     roots = [o for o in found if o["parent_id"] is None]
-    assert [r["name"] for r in roots] == [seed.ROOT_NAME]
+    assert [r["name"] for r in roots] == [demo_city.ROOT_NAME]
     for org in found:
         assert org["org_ancestors"] == [*org["ancestors"], org["_id"]]
         assert org["depth"] == len(org["ancestors"])
@@ -172,7 +175,7 @@ async def check_members(ctx: AppContext, found_orgs: list[dict[str, Any]]) -> No
     """Valid, unique ID cards; fields validate_fields accepts unchanged; real leaders."""
     orgs_by_id = {o["_id"]: o for o in found_orgs}
     people = await all_members(ctx)
-    assert len(people) == round(seed.FULL_MEMBERS * SCALE)
+    assert len(people) == round(demo_city.FULL_MEMBERS * SCALE)
     cards = [ctx.cipher.decrypt(m["id_card_enc"], purpose="id_card") for m in people]
     assert len(set(cards)) == len(cards)
     for card, member in zip(cards, people, strict=True):
@@ -208,9 +211,9 @@ def check_leaders(orgs_by_id: dict[ObjectId, dict], people: dict[ObjectId, dict]
 
 async def test_same_scale_seeds_the_same_city(ctx, servers, settings):
     other = await AppContext.connect(settings, servers.mongodb_uri, servers.redis_url,
-                                     database=f"t_{uuid.uuid4().hex[:12]}")
+                                     database=f"t_{uuid.uuid4().hex[:12]}", registry=installed.registry(settings))
     try:
-        await ensure_indexes(other.db)
+        await ensure_indexes(other.db, other.registry.models)
         await seed_small(ctx)
         await seed_small(other)
         assert await city_fingerprint(ctx) == await city_fingerprint(other)

@@ -17,8 +17,9 @@ from models import orgs as orgs_model
 from models import votes as votes_model
 from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
-from wxbackend.services import compliance, seed, seed_history
-from wxbackend.services.access import Actor
+from wxbackend.demo import city, seed, seed_history
+from wxbackend.services.accounts.access import Actor
+from wxbackend.services.meetings import compliance
 
 SCALE = 0.003
 TODAY = date(2026, 3, 18)
@@ -132,7 +133,7 @@ async def test_comments_and_votes_come_from_attendees_and_anonymous_ballots_name
 
 def _synthetic_year(scale: float, rng_seed: int = 0) -> tuple[seed_history.HistoryReport, list[tuple]]:
     """The generator alone, over a planned city with made-up member ids (no database)."""
-    specs = seed.plan_city(scale, TODAY)
+    specs = city.plan_city(scale, TODAY)
     rules = compliance.Rules(("committee", "group", "theme_day"), ("branch_assembly", "lecture"),
                              ("life_meeting",), 7)
     maker = seed_history.HistoryMaker(random.Random(seed_history.SEED), rules, MONTHS,
@@ -162,7 +163,7 @@ def test_the_same_city_gives_the_same_history():
 def test_full_scale_figures_extrapolate_to_the_citys_own():
     """~300,000 meetings and ~4 million marks a year at 1.0, from a 5% city."""
     report, _ = _synthetic_year(0.05)
-    branches = seed.scaled_counts(1.0)["branch"] / seed.scaled_counts(0.05)["branch"]
+    branches = city.scaled_counts(1.0)["branch"] / city.scaled_counts(0.05)["branch"]
     yearly = 12 / (len(MONTHS) - 1 + 17 / 31)  # the window's last month runs to the 18th only
     assert 260_000 < report.meetings * branches * yearly < 340_000
     assert 3_500_000 < report.marks * branches * yearly < 4_800_000

@@ -1,6 +1,6 @@
 from tests.conftest import ADMIN_PASSWORD, actor_of
 from tests.factories import member_fields
-from wxbackend.services import members
+from wxbackend.services.orgs import members
 
 
 async def test_secretary_logs_in_and_sees_branch(ctx, city, web):

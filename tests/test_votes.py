@@ -11,7 +11,7 @@ from models import audit as audit_model
 from models import votes as votes_model
 from tests.meetingkit import actor, add_members, held, light_city, reload
 from wxbackend.errors import Conflict, DomainError, Forbidden, InvalidInput
-from wxbackend.services import votes
+from wxbackend.services.meetings import votes
 
 OPTIONS = ["同意", "不同意", "弃权"]
 

@@ -13,51 +13,26 @@ import logging
 
 import tornado.web
 
+from handlers import routes
+from handlers.base import NotFoundHandler
 from wxbackend import metrics
 from wxbackend.context import AppContext
 from wxbackend.settings import ROOT
 
 access_log = logging.getLogger("wxbackend.access")
 
-# Handler modules whose ROUTES make up the application; a capability adds its module here.
-# Tornado tries the routes in order: the official-account callback, by far the
-# busiest, comes first.
-ROUTE_MODULES = [
-    "handlers.wechat_oa",
-    "handlers.health",
-    "handlers.admin",
-    "handlers.admin_import",
-    "handlers.admin_binding",
-    "handlers.api.openapi",
-    "handlers.api.auth",
-    "handlers.api.me",
-    "handlers.api.meeting_social",
-    "handlers.admin_compliance",
-    "handlers.api.meetings",
-    "handlers.admin_meetings",
-    "handlers.admin_notify",
-    "handlers.api.notifications",
-]
-
-
-def _routes(ctx: AppContext) -> list[tuple]:
-    import importlib
-
-    table = []
-    for name in ROUTE_MODULES:
-        for pattern, handler, *rest in importlib.import_module(name).ROUTES:
-            kwargs = {"ctx": ctx, **(rest[0] if rest else {})}
-            table.append((pattern, handler, kwargs))
-    return table
+def _bind(entries: list[tuple], ctx: AppContext) -> list[tuple]:
+    return [(pattern, handler, {"ctx": ctx, **(rest[0] if rest else {})})
+            for pattern, handler, *rest in entries]
 
 
 class Application(tornado.web.Application):
     def __init__(self, ctx: AppContext) -> None:
-        from handlers.base import NotFoundHandler
-
         self.ctx = ctx
+        # The routes of the platform and of the installed capabilities (the OpenAPI document's too).
+        self.declared_routes = routes.table(c.name for c in ctx.registry.capabilities)
         super().__init__(
-            _routes(ctx),
+            _bind(self.declared_routes, ctx),
             template_path=str(ROOT / "templates"),
             static_path=str(ROOT / "static"),
             static_url_prefix="/static/",

@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 Command = tuple[Any, ...]  # ("SET", key, value, "NX", "EX", 600): str, bytes or int arguments
 DEFAULT_TIMEOUT = 0.5
 RETRY_SECONDS = 1.0
-CACHE_KEY = "autopipe"
 
 
 def encode(command: Command) -> bytes:
@@ -196,10 +195,15 @@ class AutoPipeline:
     @classmethod
     def of(cls, ctx: AppContext) -> AutoPipeline:
         """The context's pipeline (one per process and Redis client), closed with the context."""
-        pipe = ctx.caches.get(CACHE_KEY)
-        if pipe is None or pipe.redis is not ctx.redis:
-            pipe = ctx.caches[CACHE_KEY] = cls(ctx.redis)
-            ctx.on_close.append(pipe.close)
+        pipe = ctx.state(cls, lambda: cls._opened(ctx))
+        if pipe.redis is not ctx.redis:  # the context's client was replaced
+            pipe = ctx.replace_state(cls._opened(ctx))
+        return pipe
+
+    @classmethod
+    def _opened(cls, ctx: AppContext) -> AutoPipeline:
+        pipe = cls(ctx.redis)
+        ctx.on_close.append(pipe.close)
         return pipe
 
     async def run(self, *commands: Command) -> list[Any]:

@@ -7,7 +7,6 @@ import asyncio
 import getpass
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -98,17 +97,24 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.port:
         settings.http.port = args.port
     from wxbackend.server import serve
+    from wxbackend.services import installed
 
-    asyncio.run(serve(settings, demo=args.demo))
+    prepare = None
+    if args.demo:
+        from wxbackend.demo import serve as demo_serve
+
+        prepare = demo_serve.prepare
+    asyncio.run(serve(settings, installed.registry(settings), prepare=prepare))
     return 0
 
 
 def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
+    from wxbackend.demo import seed
     from wxbackend.runtime import open_runtime
-    from wxbackend.services import seed
+    from wxbackend.services import installed
 
     async def run() -> None:
-        async with open_runtime(settings) as rt:
+        async with open_runtime(settings, installed.registry(settings)) as rt:
             report = await seed.seed_city(rt.ctx, args.scale)
             print(report.summary())
     asyncio.run(run())
@@ -117,11 +123,12 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_import_members(settings: Settings, args: argparse.Namespace) -> int:
     from wxbackend.runtime import open_runtime
-    from wxbackend.services import importer
-    from wxbackend.services.access import Actor
+    from wxbackend.services import installed
+    from wxbackend.services.accounts.access import Actor
+    from wxbackend.services.orgs import importer
 
     async def run() -> int:
-        async with open_runtime(settings) as rt:
+        async with open_runtime(settings, installed.registry(settings)) as rt:
             result = await importer.import_path(rt.ctx, Actor.system_actor("import-members"),
                                                 args.file, default_org_code=args.org_code)
             print(result.summary())
@@ -132,13 +139,14 @@ def cmd_import_members(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
     from models import orgs as orgs_model
     from wxbackend.runtime import open_runtime
-    from wxbackend.services import admins
-    from wxbackend.services.access import Actor
+    from wxbackend.services import installed
+    from wxbackend.services.accounts import admins
+    from wxbackend.services.accounts.access import Actor
 
     password = os.environ.get("WXB_ADMIN_PASSWORD") or getpass.getpass("password: ")
 
     async def run() -> int:
-        async with open_runtime(settings) as rt:
+        async with open_runtime(settings, installed.registry(settings)) as rt:
             if args.org_code:
                 org = await orgs_model.get_by_code(rt.ctx.db, args.org_code)
             else:
@@ -165,9 +173,3 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "wechat": wechat_commands.cmd_wechat,
     "worker": worker_command.cmd_worker,
 }
-
-
-def install_signal_handlers(stop: Callable[[], None]) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop)

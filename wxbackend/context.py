@@ -17,18 +17,21 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from wxbackend.capability import Registry
 from wxbackend.clock import Clock
 from wxbackend.embedded import mongo_uri_with_defaults
 from wxbackend.fieldcrypto import FieldCipher
 from wxbackend.settings import Settings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -40,15 +43,18 @@ class AppContext:
     cipher: FieldCipher
     # The one clock every calendar rule reads (wxbackend/clock.py).
     clock: Clock
-    # Per-process caches that services own (e.g. the organisation tree snapshot).
-    caches: dict[str, Any] = field(default_factory=dict)
+    # What the installed capabilities declare: jobs, chat routes, kinds, models ...
+    registry: Registry
+    # Per-process state that services own, one instance per class: see state().
+    _state: dict[type, Any] = field(default_factory=dict)
     # Async callables that close() awaits first (e.g. the WeChat client's HTTP pool).
     on_close: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
 
     @classmethod
     async def connect(cls, settings: Settings, mongodb_uri: str, redis_url: str,
                       *, database: str | None = None, event_listeners: list | None = None,
-                      clock: Clock | None = None) -> AppContext:
+                      clock: Clock | None = None, registry: Registry | None = None) -> AppContext:
+        """Connect to MongoDB and Redis; entry points pass the installed capabilities' registry."""
         mongo = AsyncMongoClient(
             mongo_uri_with_defaults(mongodb_uri),
             serverSelectionTimeoutMS=settings.mongodb.server_selection_timeout_ms,
@@ -62,7 +68,25 @@ class AppContext:
             if settings.clock.offset_seconds:
                 log.warning("the clock runs %+.0f s off the system clock (WXB_CLOCK_OFFSET_SECONDS): "
                             "today is %s", settings.clock.offset_seconds, clock.today().isoformat())
-        return cls(settings, mongo, db, redis, FieldCipher(settings.field_key_bytes()), clock)
+        return cls(settings, mongo, db, redis, FieldCipher(settings.field_key_bytes()), clock,
+                   registry or Registry((), settings))
+
+    def state(self, kind: type[T], make: Callable[[], T] | None = None) -> T:
+        """This process's one ``kind`` (``make()`` or ``kind()`` on first use): a capability's
+        caches, pools and clients, typed and keyed by their class, so none can collide::
+
+            cards = ctx.state(BranchCards).cards
+            budgets = ctx.state(Budgets, lambda: Budgets(ctx))
+        """
+        found = self._state.get(kind)
+        if found is None:
+            found = self._state[kind] = (make or kind)()
+        return found
+
+    def replace_state(self, value: T) -> T:
+        """Put ``value`` in place of the state of its class (a test's short TTL, a new client)."""
+        self._state[type(value)] = value
+        return value
 
     async def close(self) -> None:
         for hook in reversed(self.on_close):

@@ -1,9 +1,10 @@
 """Background jobs on arq: the registry of jobs and schedules, and ``enqueue``.
 
-A capability declares its jobs in its own module (listed in
-:data:`JOB_MODULES`, which the worker imports). A job receives the
-:class:`~wxbackend.context.AppContext` and small arguments: ids, never
-payloads, so a job read back after a crash acts on the current state::
+A capability marks its job functions with :func:`job`, :func:`cron_job` or
+:func:`pruner` and lists them in its declaration (``Capability.jobs``); the
+worker runs what the installed capabilities declare (``ctx.registry``). A job
+receives the :class:`~wxbackend.context.AppContext` and small arguments: ids,
+never payloads, so a job read back after a crash acts on the current state::
 
     from wxbackend import jobs
 
@@ -36,7 +37,6 @@ Rules the registry enforces, so that a capability only writes its function:
 from __future__ import annotations
 
 import contextvars
-import importlib
 import json
 import logging
 import os
@@ -44,7 +44,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 import redis.exceptions
@@ -55,31 +55,20 @@ from arq.jobs import Job
 from arq.worker import Function, func
 from pymongo.errors import ConnectionFailure
 
+from wxbackend.capability import Capability
 from wxbackend.context import AppContext
 from wxbackend.settings import ConfigError
 
 log = logging.getLogger("wxbackend.jobs")
 
-__all__ = ["CRONS", "JOBS", "JOB_MODULES", "Retry", "cron_job", "enqueue", "job", "parse_schedule"]
+__all__ = ["PLATFORM", "Retry", "cron_job", "enqueue", "job", "parse_schedule", "pruner"]
 
-# Modules whose import registers jobs; a capability adds its module here.
-JOB_MODULES = [
-    "wxbackend.services.notify_delivery",
-    "wxbackend.services.digest",
-    "wxbackend.services.notices",
-    "wxbackend.services.meetings",
-    "wxbackend.wechat.late_reply",
-]
-
-# Cron schedules are read in China's time zone (no daylight saving: a fixed offset is exact).
-SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 FAILED_KEY = "jobs:failed"          # list of recent failures (JSON), newest first
 COUNTS_KEY = "jobs:counts"          # hash "<job>:done" / "<job>:failed" / "<job>:retried"
 WORKER_KEY = "jobs:worker:"         # + host:pid, a heartbeat per running worker
 WORKERS_KEY = "jobs:workers"        # set of the ids of workers that started (and did not stop)
 RUNNING_KEY = "jobs:running:"       # + worker id: set of the job ids that worker is running
-STOPPING = "jobs.stopping"          # ctx.caches flag: the worker was asked to stop
 KEEP_FAILURES = 200
 
 TRANSIENT = (ConnectionFailure, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
@@ -103,57 +92,58 @@ class CronSpec:
     timeout: float | None = None
 
 
-JOBS: dict[str, JobSpec] = {}
-CRONS: dict[str, CronSpec] = {}
-# Functions the daily ``prune`` job runs: each deletes its capability's expired data.
-PRUNERS: dict[str, Callable[[AppContext], Awaitable[int]]] = {}
+@dataclass(frozen=True)
+class PrunerSpec:
+    """A function the daily ``prune`` job runs: it deletes its capability's expired data."""
+
+    name: str
+    func: Callable[[AppContext], Awaitable[int]]
+
 # The arq job id of the job running in this task (None outside jobs).
 current_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
 
 
 def job(function: JobFunc | None = None, *, name: str | None = None, timeout: float | None = None,
         max_tries: int | None = None) -> Any:
-    """Register ``async def f(ctx, *args)`` as a job named ``name`` (default: its name)."""
-    def register(f: JobFunc) -> JobFunc:
-        JOBS[name or f.__name__] = JobSpec(name or f.__name__, f, timeout, max_tries)
+    """Mark ``async def f(ctx, *args)`` as the job ``name`` (default: its name)."""
+    def mark(f: JobFunc) -> JobFunc:
+        f.__job__ = JobSpec(name or f.__name__, f, timeout, max_tries)  # type: ignore[attr-defined]
         return f
-    return register(function) if function is not None else register
+    return mark(function) if function is not None else mark
 
 
 def cron_job(name: str, setting_key: str, *, timeout: float | None = None) -> Callable[[JobFunc], JobFunc]:
-    """Register ``async def f(ctx)`` to run on the schedule ``[jobs] <setting_key>``."""
-    def register(f: JobFunc) -> JobFunc:
-        CRONS[name] = CronSpec(name, setting_key, f, timeout)
+    """Mark ``async def f(ctx)`` to run on the schedule ``[jobs] <setting_key>``."""
+    def mark(f: JobFunc) -> JobFunc:
+        f.__cron__ = CronSpec(name, setting_key, f, timeout)  # type: ignore[attr-defined]
         return f
-    return register
+    return mark
 
 
 def pruner(function: Callable[[AppContext], Awaitable[int]]) -> Callable[[AppContext], Awaitable[int]]:
-    """Register ``async def f(ctx) -> deleted count`` with the daily ``prune`` job."""
-    PRUNERS[f"{function.__module__}.{function.__name__}"] = function
+    """Mark ``async def f(ctx) -> deleted count`` for the daily ``prune`` job."""
+    function.__pruner__ = PrunerSpec(f"{function.__module__}.{function.__name__}", function)  # type: ignore[attr-defined]
     return function
 
 
-def load_job_modules() -> None:
-    for module in JOB_MODULES:
-        importlib.import_module(module)
+@dataclass
+class WorkerState:
+    """Whether this process's worker was asked to stop (SIGTERM)."""
+
+    stopping: bool = False
 
 
 def is_stopping(ctx: AppContext) -> bool:
     """True once the worker was asked to stop: long jobs should hand over (raise Retry)."""
-    return bool(ctx.caches.get(STOPPING))
+    return ctx.state(WorkerState).stopping
 
 
 # -- enqueueing ------------------------------------------------------------------------
 
 def queue(ctx: AppContext) -> ArqRedis:
     """An arq client on the context's own Redis connection pool (created once)."""
-    pool = ctx.caches.get("jobs.arq")
-    if pool is None:
-        pool = ArqRedis(pool_or_conn=ctx.redis.connection_pool,
-                        default_queue_name=ctx.settings.jobs.queue_name)
-        ctx.caches["jobs.arq"] = pool
-    return pool
+    return ctx.state(ArqRedis, lambda: ArqRedis(pool_or_conn=ctx.redis.connection_pool,
+                                                default_queue_name=ctx.settings.jobs.queue_name))
 
 
 async def enqueue(ctx: AppContext, name: str, *args: Any, _job_id: str | None = None,
@@ -164,10 +154,8 @@ async def enqueue(ctx: AppContext, name: str, *args: Any, _job_id: str | None = 
     ``_defer_until`` is an instant of ``ctx.clock``; arq schedules on the wall clock,
     so it leaves here as a delay.
     """
-    if name not in JOBS:
-        load_job_modules()
-        if name not in JOBS:
-            raise ValueError(f"unknown job {name!r}: register it with @jobs.job")
+    if name not in ctx.registry.jobs:
+        raise ValueError(f"unknown job {name!r}: mark it @jobs.job and list it in its capability")
     if _defer_until is not None:
         _defer_by = max(0.0, (_defer_until - ctx.clock.now()).total_seconds())
         _defer_until = None
@@ -255,18 +243,16 @@ def _arq_function(name: str, target: JobFunc, max_tries: int) -> JobFunc:
 
 
 def functions(ctx: AppContext) -> list[Function]:
-    load_job_modules()
     default_tries = ctx.settings.jobs.max_tries
     return [func(_arq_function(spec.name, spec.func, spec.max_tries or default_tries),
                  name=spec.name, timeout=spec.timeout, max_tries=spec.max_tries or default_tries,
                  keep_result=0)
-            for spec in JOBS.values()]
+            for spec in ctx.registry.jobs.values()]
 
 
 def cron_jobs(ctx: AppContext) -> list[CronJob]:
-    load_job_modules()
     found = []
-    for spec in CRONS.values():
+    for spec in ctx.registry.crons.values():
         schedule = getattr(ctx.settings.jobs, spec.setting_key, None)
         if schedule is None:
             raise ConfigError(f"cron job {spec.name}: add its schedule [jobs] {spec.setting_key} "
@@ -446,13 +432,16 @@ async def worker_recovery(ctx: AppContext) -> int:
 
 @cron_job("prune", "prune")
 async def prune(ctx: AppContext) -> dict[str, int]:
-    """Run every registered pruner; one failing does not stop the others."""
-    load_job_modules()
+    """Run every installed pruner; one failing does not stop the others."""
     deleted = {}
-    for name, function in PRUNERS.items():
+    for name, spec in ctx.registry.pruners.items():
         try:
-            deleted[name] = await function(ctx)
+            deleted[name] = await spec.func(ctx)
         except Exception:
             log.exception("pruner %s failed", name)
     log.info("pruned expired data", extra={"fields": deleted})
     return deleted
+
+
+# The job machinery's own schedules, installed first wherever jobs run.
+PLATFORM = Capability(name="platform", jobs=(worker_recovery, prune))

@@ -5,20 +5,23 @@ their addresses in ``<data dir>/embedded.json`` while it runs, so that other
 commands (``seed``, ``import-members``, ``worker``) reuse them instead of
 opening the same storage twice::
 
-    async with open_runtime(settings) as rt:
+    async with open_runtime(settings, installed.registry(settings)) as rt:
         await do_something(rt.ctx)
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from models import ensure_indexes
+from wxbackend.capability import Registry
 from wxbackend.context import AppContext
 from wxbackend.embedded import EmbeddedServers, ensure_dir
 from wxbackend.settings import Settings
@@ -46,7 +49,8 @@ def _running_embedded(data_dir: Path) -> dict[str, str] | None:
 
 
 @contextlib.asynccontextmanager
-async def open_runtime(settings: Settings, *, owner: bool = False) -> AsyncIterator[Runtime]:
+async def open_runtime(settings: Settings, registry: Registry, *,
+                       owner: bool = False) -> AsyncIterator[Runtime]:
     """Connect to MongoDB and Redis, starting embedded ones where needed.
 
     ``owner`` (the ``serve`` command) publishes the embedded servers' addresses
@@ -68,9 +72,9 @@ async def open_runtime(settings: Settings, *, owner: bool = False) -> AsyncItera
         if owner and servers is not None:
             state_path.write_text(json.dumps({"pid": os.getpid(), "mongodb_uri": mongodb_uri,
                                               "redis_url": redis_url}))
-        ctx = await AppContext.connect(settings, mongodb_uri, redis_url)
+        ctx = await AppContext.connect(settings, mongodb_uri, redis_url, registry=registry)
         try:
-            await ensure_indexes(ctx.db)
+            await ensure_indexes(ctx.db, registry.models)
             yield Runtime(settings, ctx, mongodb_uri, redis_url, servers)
         finally:
             await ctx.close()
@@ -79,3 +83,10 @@ async def open_runtime(settings: Settings, *, owner: bool = False) -> AsyncItera
             state_path.unlink(missing_ok=True)
         if servers is not None:
             servers.stop()
+
+
+def install_signal_handlers(stop: Callable[[], None]) -> None:
+    """SIGTERM and Ctrl-C call ``stop`` (a long-running command then shuts down cleanly)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)

@@ -1,38 +1,32 @@
-"""``serve``: the HTTP server with its embedded dependencies and demo data."""
+"""``serve``: the HTTP server with its embedded dependencies (and, for the demo, its data)."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
+from collections.abc import Awaitable, Callable
 
 from wxbackend.app import make_app
-from wxbackend.runtime import open_runtime
+from wxbackend.capability import Registry
+from wxbackend.context import AppContext
+from wxbackend.runtime import install_signal_handlers, open_runtime
+from wxbackend.services.orgs import orgtree
 from wxbackend.settings import Settings
 
 log = logging.getLogger("wxbackend.server")
 
+# Runs after the database is up and before the app is built (the demo seeds its city
+# and starts its sandbox and worker there); returns what to call on shutdown.
+Prepare = Callable[[AppContext, Settings], Awaitable[Callable[[], Awaitable[None]]]]
 
-async def serve(settings: Settings, *, demo: bool = False) -> None:
-    from wxbackend.cli import install_signal_handlers
 
-    async with open_runtime(settings, owner=True) as rt:
-        sandbox = demo_worker = None
-        if demo:
-            from wxbackend.services import seed
-            from wxbackend.wechat.sandbox import start_for_demo
-
-            login = await seed.ensure_demo(rt.ctx, settings.seed.demo_scale)
-            print(f"demo admin: {login.username} / {login.password}  ({login.note})", flush=True)
-            # Before make_app: it points settings.wechat's base URLs at itself.
-            sandbox = start_for_demo(settings)
-            from wxbackend.services import notify_demo
-
-            demo_worker = await notify_demo.start(rt.ctx, settings)  # sample outbox + a worker
-        # The tree snapshot takes seconds to load at city scale: pay it now,
-        # not on the first request.
-        from wxbackend.services import orgtree
-
+async def serve(settings: Settings, registry: Registry, *, prepare: Prepare | None = None) -> None:
+    async with open_runtime(settings, registry, owner=True) as rt:
+        # Before make_app: the demo points settings.wechat's base URLs at its sandbox.
+        cleanup = await prepare(rt.ctx, settings) if prepare is not None else None
+        # The tree snapshot takes seconds to load at city scale: pay it now, not on the
+        # first request.
         await orgtree.snapshot(rt.ctx)
         app = make_app(rt.ctx)
         # What startup loaded (modules, templates, the tree snapshot) lives as
@@ -48,7 +42,5 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
         log.info("shutting down")
         server.stop()
         await server.close_all_connections()
-        if demo_worker is not None:
-            await demo_worker.stop()
-        if sandbox is not None:
-            sandbox.stop()
+        if cleanup is not None:
+            await cleanup()

@@ -64,6 +64,7 @@ def build_worker(ctx: AppContext, pool: ArqRedis, *, burst: bool = False, cron: 
     from arq.worker import Worker
 
     from wxbackend import jobs
+    from wxbackend.clock import SHANGHAI
 
     settings = ctx.settings.jobs
     return Worker(functions=jobs.functions(ctx), cron_jobs=jobs.cron_jobs(ctx) if cron else [],
@@ -73,7 +74,7 @@ def build_worker(ctx: AppContext, pool: ArqRedis, *, burst: bool = False, cron: 
                   poll_delay=poll_seconds if poll_seconds is not None else settings.poll_seconds,
                   max_tries=settings.max_tries, keep_result=0,
                   job_completion_wait=int(settings.stop_grace_seconds),
-                  health_check_interval=60, timezone=jobs.SHANGHAI)
+                  health_check_interval=60, timezone=SHANGHAI)
 
 
 async def run(settings: Settings, *, burst: bool = False) -> None:
@@ -81,8 +82,9 @@ async def run(settings: Settings, *, burst: bool = False) -> None:
 
     from wxbackend import jobs
     from wxbackend.runtime import open_runtime
+    from wxbackend.services import installed
 
-    async with open_runtime(settings) as rt:
+    async with open_runtime(settings, installed.registry(settings)) as rt:
         pool = await create_pool(RedisSettings.from_dsn(rt.redis_url),
                                  default_queue_name=settings.jobs.queue_name)
         worker = build_worker(rt.ctx, pool, burst=burst)
@@ -90,8 +92,8 @@ async def run(settings: Settings, *, burst: bool = False) -> None:
         await jobs.announce(rt.ctx, int(settings.jobs.heartbeat_seconds * 3))
         beat = asyncio.ensure_future(_heartbeats(worker, rt.ctx))
         log.info("worker started", extra={"fields": {"id": jobs.worker_id(), "burst": burst,
-                                                     "jobs": sorted(jobs.JOBS),
-                                                     "cron": sorted(jobs.CRONS)}})
+                                                     "jobs": sorted(rt.ctx.registry.jobs),
+                                                     "cron": sorted(rt.ctx.registry.crons)}})
         try:
             await worker.async_run()
         except asyncio.CancelledError:
@@ -112,9 +114,10 @@ def _install_stop(worker: Worker, ctx: AppContext) -> None:
     loop = asyncio.get_running_loop()
 
     def stop(sig: signal.Signals) -> None:
-        if ctx.caches.get(jobs.STOPPING):
+        state = ctx.state(jobs.WorkerState)
+        if state.stopping:
             return
-        ctx.caches[jobs.STOPPING] = True
+        state.stopping = True
         # Leave the poll loop at its next turn as well as by arq's cancellation, which
         # Python 3.11 can lose inside redis-py's asyncio.wait_for.
         worker.burst, worker.max_burst_jobs = True, 0

@@ -8,7 +8,8 @@ import msgspec
 
 from handlers.api.base import ApiHandler, api_route, endpoint
 from handlers.api.schemas import Schema
-from wxbackend.services import mpauth, mpsessions
+from wxbackend.services.accounts import mpsessions
+from wxbackend.services.orgs import mpauth
 
 
 class LoginRequest(Schema):

@@ -28,8 +28,8 @@ from handlers.api.schemas import FieldError
 from handlers.base import JsonHandler
 from wxbackend import idempotency
 from wxbackend.errors import DomainError, InvalidInput, TooManyRequests, Unauthorized
-from wxbackend.services import mpsessions
-from wxbackend.services.mpsessions import MemberSession
+from wxbackend.services.accounts import mpsessions
+from wxbackend.services.accounts.mpsessions import MemberSession
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 

@@ -9,8 +9,9 @@ from bson import ObjectId
 
 from handlers.api.base import ApiHandler, api_route, endpoint
 from handlers.api.schemas import Page, PageQuery, Schema
+from handlers.base import OBJECT_ID
 from models.enums import MEMBER_CATEGORIES, ORG_TYPES, PARTY_STATUSES
-from wxbackend.services import members, mpauth, timeline
+from wxbackend.services.orgs import members, mpauth, timeline
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=30)]
 IdCardText = Annotated[str, msgspec.Meta(pattern=r"^\s*\d{17}[\dXx]\s*$", description="18位身份证号码")]
@@ -166,7 +167,7 @@ class TimelineHandler(ApiHandler):
 
 
 async def _branch_name(handler: ApiHandler, org_id: ObjectId) -> str:
-    from wxbackend.services import orgtree
+    from wxbackend.services.orgs import orgtree
 
     return (await orgtree.snapshot(handler.ctx)).name(org_id)
 
@@ -177,5 +178,5 @@ ROUTES = [
     api_route("/api/v1/me/phone", PhoneHandler),
     api_route("/api/v1/me/branch", MyBranchHandler),
     api_route("/api/v1/me/timeline", TimelineHandler),
-    api_route("/api/v1/branches/{org_id}", BranchHandler, org_id="[0-9a-f]{24}"),
+    api_route("/api/v1/branches/{org_id}", BranchHandler, org_id=OBJECT_ID),
 ]

@@ -1,7 +1,7 @@
 """``/api/v1``: comments (心得体会) and votes (投票表决) of a meeting, for members.
 
 Thin: each endpoint finds the member behind the token and calls
-:mod:`wxbackend.services.comments` or :mod:`wxbackend.services.votes`, which
+:mod:`wxbackend.services.meetings.comments` or :mod:`wxbackend.services.meetings.votes`, which
 hold every rule (who may read, write and vote; one ballot each; results only
 once closed)::
 
@@ -21,9 +21,10 @@ import msgspec
 
 from handlers.api.base import ApiHandler, api_route, endpoint
 from handlers.api.schemas import Page, PageQuery, Schema
-from wxbackend.services import comments, mpauth, votes
+from handlers.base import OBJECT_ID
+from wxbackend.services.meetings import comments, votes
+from wxbackend.services.orgs import mpauth
 
-OID = "[0-9a-f]{24}"
 CommentText = Annotated[str, msgspec.Meta(min_length=1, max_length=comments.MAX_TEXT,
                                           description="心得内容，1-1000字")]
 Choice = Annotated[int, msgspec.Meta(ge=0, le=votes.MAX_OPTIONS - 1)]
@@ -129,8 +130,8 @@ class BallotHandler(ApiHandler):
 
 
 ROUTES = [
-    api_route("/api/v1/meetings/{meeting_id}/comments", CommentsHandler, meeting_id=OID),
-    api_route("/api/v1/meetings/{meeting_id}/votes", MeetingVotesHandler, meeting_id=OID),
-    api_route("/api/v1/votes/{vote_id}", VoteHandler, vote_id=OID),
-    api_route("/api/v1/votes/{vote_id}/ballot", BallotHandler, vote_id=OID),
+    api_route("/api/v1/meetings/{meeting_id}/comments", CommentsHandler, meeting_id=OBJECT_ID),
+    api_route("/api/v1/meetings/{meeting_id}/votes", MeetingVotesHandler, meeting_id=OBJECT_ID),
+    api_route("/api/v1/votes/{vote_id}", VoteHandler, vote_id=OBJECT_ID),
+    api_route("/api/v1/votes/{vote_id}/ballot", BallotHandler, vote_id=OBJECT_ID),
 ]

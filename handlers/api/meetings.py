@@ -24,12 +24,13 @@ from bson import ObjectId
 
 from handlers.api.base import IDEMPOTENCY_KEY, ApiHandler, api_route, endpoint
 from handlers.api.schemas import Cursor, Page, Schema
-from models import meetings as meetings_model
+from handlers.base import OBJECT_ID
 from models.enums import MEETING_TYPES
 from wxbackend.errors import InvalidInput
-from wxbackend.services import checkin, meetings, mpauth
+from wxbackend.services import meetings
+from wxbackend.services.meetings import checkin
+from wxbackend.services.orgs import mpauth
 
-ID = "[0-9a-f]{24}"
 NonceText = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$",
                                         description="客户端生成的扫码编号：同一次扫码重发时不变")]
 STATE_LABELS = {"present": "已签到", "online": "线上参会", "excused": "请假（已批准）",
@@ -167,14 +168,8 @@ class MeetingHandler(ApiHandler):
     @endpoint("会议详情", response=MeetingDetail, bound=True, errors=(404,), tags=("meetings",))
     async def get(self, meeting_id: str) -> MeetingDetail:
         member = await mpauth.current_member(self.ctx, self.session)
-        meeting = await meetings.for_member(self.ctx, member, meeting_id, detail_fields(member["_id"]))
+        meeting = await meetings.for_member(self.ctx, member, meeting_id, meetings.detail_fields(member["_id"]))
         return detail(self, meeting, member["_id"])
-
-
-def detail_fields(member_id: ObjectId) -> dict[str, int]:
-    """The meeting without the other members' marks and requests."""
-    return meetings_model.LIST_FIELDS | {"expected": 1, "agenda": 1, "materials": 1,
-                                         f"attendance.{member_id}": 1, f"leave.{member_id}": 1}
 
 
 def detail(handler: ApiHandler, meeting: dict[str, Any], member_id: ObjectId) -> MeetingDetail:
@@ -193,8 +188,7 @@ def detail(handler: ApiHandler, meeting: dict[str, Any], member_id: ObjectId) ->
         counts=Counts(expected=meeting.get("expected_count", 0), present=counts.get("present", 0),
                       online=counts.get("online", 0), excused=counts.get("excused", 0)),
         checkin_opens_at=iso(opens),
-        can_check_in=meeting["status"] in meetings_model.OPEN_STATUSES and opens <= now <= meeting["end"]
-        and meetings.member_state(meeting, member_id) not in ("present",),
+        can_check_in=meetings.can_check_in(handler.ctx, meeting, member_id, now),
         leave=leave_view(leave) if leave else None,
         comment_count=meeting.get("comment_count", 0), vote_count=meeting.get("vote_count", 0))
 
@@ -279,9 +273,9 @@ class OnlineHandler(ApiHandler):
 
 ROUTES = [
     api_route("/api/v1/meetings", MeetingsHandler),
-    api_route("/api/v1/meetings/{meeting_id}", MeetingHandler, meeting_id=ID),
-    api_route("/api/v1/meetings/{meeting_id}/materials/{file_id}", MaterialHandler, meeting_id=ID, file_id=ID),
-    api_route("/api/v1/meetings/{meeting_id}/leave", LeaveHandler, meeting_id=ID),
-    api_route("/api/v1/meetings/{meeting_id}/checkin", CheckinHandler, meeting_id=ID),
-    api_route("/api/v1/meetings/{meeting_id}/online", OnlineHandler, meeting_id=ID),
+    api_route("/api/v1/meetings/{meeting_id}", MeetingHandler, meeting_id=OBJECT_ID),
+    api_route("/api/v1/meetings/{meeting_id}/materials/{file_id}", MaterialHandler, meeting_id=OBJECT_ID, file_id=OBJECT_ID),
+    api_route("/api/v1/meetings/{meeting_id}/leave", LeaveHandler, meeting_id=OBJECT_ID),
+    api_route("/api/v1/meetings/{meeting_id}/checkin", CheckinHandler, meeting_id=OBJECT_ID),
+    api_route("/api/v1/meetings/{meeting_id}/online", OnlineHandler, meeting_id=OBJECT_ID),
 ]

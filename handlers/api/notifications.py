@@ -22,11 +22,11 @@ import msgspec
 
 from handlers.api.base import ApiHandler, api_route, endpoint
 from handlers.api.schemas import Page, PageQuery, Schema
-from wxbackend.services import mpauth, notify_inbox
-from wxbackend.services.notify import InboxItem
+from handlers.base import OBJECT_ID
+from wxbackend.services.notify import InboxItem, notify_inbox
+from wxbackend.services.orgs import mpauth
 
 TemplateId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,128}$", description="订阅消息模板编号")]
-OID = "[0-9a-f]{24}"
 
 
 class NotificationItem(Schema):
@@ -114,7 +114,7 @@ class SubscriptionsHandler(ApiHandler):
 
 ROUTES = [
     api_route("/api/v1/me/notifications", NotificationsHandler),
-    api_route("/api/v1/me/notifications/{notification_id}", NotificationHandler, notification_id=OID),
-    api_route("/api/v1/me/notifications/{notification_id}/read", ReadHandler, notification_id=OID),
+    api_route("/api/v1/me/notifications/{notification_id}", NotificationHandler, notification_id=OBJECT_ID),
+    api_route("/api/v1/me/notifications/{notification_id}/read", ReadHandler, notification_id=OBJECT_ID),
     api_route("/api/v1/me/subscriptions", SubscriptionsHandler),
 ]

@@ -7,7 +7,6 @@ construction; a test checks that every API route is in it.
 
 from __future__ import annotations
 
-import importlib
 import re
 from typing import Any
 
@@ -24,15 +23,13 @@ STATUS_TEXT = {400: "请求参数有误", 401: "未登录或登录已失效", 40
 ALWAYS = (400, 413, 429, 503)
 
 
-def api_routes() -> list[ApiRoute]:
-    from wxbackend.app import ROUTE_MODULES
-
+def api_routes(entries: list[tuple]) -> list[ApiRoute]:
+    """The API routes among route entries ``(pattern, handler[, kwargs])``."""
     found = []
-    for name in ROUTE_MODULES:
-        for entry in importlib.import_module(name).ROUTES:
-            options = entry[2] if len(entry) > 2 else {}
-            if isinstance(options, dict) and isinstance(options.get("route"), ApiRoute):
-                found.append(options["route"])
+    for entry in entries:
+        options = entry[2] if len(entry) > 2 else {}
+        if isinstance(options, dict) and isinstance(options.get("route"), ApiRoute):
+            found.append(options["route"])
     return found
 
 
@@ -45,15 +42,15 @@ def endpoints(route: ApiRoute) -> dict[str, EndpointSpec]:
     return specs
 
 
-def build_document() -> dict[str, Any]:
+def build_document(routes: list[ApiRoute]) -> dict[str, Any]:
     types: list[type] = [ErrorBody]
-    for route in api_routes():
+    for route in routes:
         for spec in endpoints(route).values():
             types.extend(t for t in (spec.request, spec.response, spec.query) if t is not None)
     schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
     refs = dict(zip(types, schemas, strict=True))
     paths: dict[str, Any] = {}
-    for route in api_routes():
+    for route in routes:
         for method, spec in endpoints(route).items():
             paths.setdefault(route.template, {})[method] = _operation(route, spec, refs, components)
     return {
@@ -120,9 +117,10 @@ def _operation_id(route: ApiRoute, spec: EndpointSpec) -> str:
 class OpenApiHandler(ApiHandler):
     @endpoint("OpenAPI 文档", auth=False, tags=("meta",))
     async def get(self) -> dict[str, Any]:
-        document = self.ctx.caches.get("openapi")
+        app = self.application
+        document = getattr(app, "openapi_document", None)
         if document is None:
-            document = self.ctx.caches["openapi"] = build_document()
+            document = app.openapi_document = build_document(api_routes(app.declared_routes))  # type: ignore[attr-defined]
         return document
 
 

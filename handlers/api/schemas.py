@@ -6,10 +6,12 @@ from typing import Annotated, Generic, TypeVar
 
 import msgspec
 
+from handlers.base import OBJECT_ID
+
 T = TypeVar("T")
 
 Cursor = Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_-]{1,512}$", description="上一页返回的 next_cursor")]
-ObjectIdStr = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{24}$", description="对象编号")]
+ObjectIdStr = Annotated[str, msgspec.Meta(pattern=f"^{OBJECT_ID}$", description="对象编号")]
 
 
 class Schema(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -19,7 +19,7 @@ from tests.factories import member_fields
 from tests.webclient import WebClient
 from tests.wechat.helpers import OA
 from wxbackend.embedded import free_port
-from wxbackend.services import binding, members
+from wxbackend.services.orgs import binding, members
 
 PAGE = "/wechat/oa/bind"
 

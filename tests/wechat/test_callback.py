@@ -32,32 +32,37 @@ from tests.wechat.helpers import (
     text_xml,
 )
 from wxbackend.app import make_app
+from wxbackend.capability import Capability, ChatRoute
 from wxbackend.context import AppContext
 from wxbackend.embedded import free_port
-from wxbackend.wechat.router import Text, router
+from wxbackend.wechat.router import Text
 
 # Test-only handlers that count how often their effects ran.
 RUNS: dict[str, int] = {}
 
 
-@router.keyword("测试计数")
 async def _counting(ctx, msg):
     RUNS[msg.openid] = RUNS.get(msg.openid, 0) + 1
     await asyncio.sleep(0.2)  # long enough for concurrent deliveries to overlap
     return Text(f"第{RUNS[msg.openid]}次")
 
 
-@router.menu_key("TEST_COUNT")
 async def _counting_click(ctx, msg):
     RUNS[msg.openid + msg.key] = RUNS.get(msg.openid + msg.key, 0) + 1
     return Text("计数")
 
 
-@router.keyword("测试慢")
 async def _slow(ctx, msg):
     await asyncio.sleep(1.0)
     RUNS["slow:" + msg.openid] = 1
     return Text("迟到的回复")
+
+
+@pytest.fixture
+def extra_capabilities():
+    return (Capability("test_chat", chat=(ChatRoute.keyword("测试计数", _counting),
+                                          ChatRoute.menu_key("TEST_COUNT", _counting_click),
+                                          ChatRoute.keyword("测试慢", _slow))),)
 
 
 async def nothing_processed(ctx) -> bool:
@@ -330,7 +335,7 @@ async def test_redis_down_the_callback_still_answers(ctx, servers, tmp_path, cap
     broken_settings = make_settings(servers, tmp_path, WXB_WECHAT_OA_APPID=OA.appid,
                                     WXB_WECHAT_OA_TOKEN=OA.token, WXB_WECHAT_OA_AES_KEY=OA.aes_key)
     broken = await AppContext.connect(broken_settings, servers.mongodb_uri, f"redis://127.0.0.1:{port}/0",
-                                      database=ctx.db.name)
+                                      database=ctx.db.name, registry=ctx.registry)
     app_port = free_port()
     server = make_app(broken).listen(app_port, "127.0.0.1")
     try:
@@ -353,7 +358,7 @@ async def test_mongodb_down_the_member_gets_a_clear_text(ctx, servers, tmp_path,
                                     WXB_WECHAT_OA_TOKEN=OA.token, WXB_WECHAT_OA_AES_KEY=OA.aes_key,
                                     WXB_MONGODB_SERVER_SELECTION_TIMEOUT_MS="300")
     broken = await AppContext.connect(broken_settings, f"mongodb://127.0.0.1:{free_port()}",
-                                      servers.redis_url, database=ctx.db.name)
+                                      servers.redis_url, database=ctx.db.name, registry=ctx.registry)
     app_port = free_port()
     server = make_app(broken).listen(app_port, "127.0.0.1")
     try:

@@ -14,7 +14,9 @@ from tests.wechat.helpers import (
     say,
     text_xml,
 )
-from wxbackend.services import binding, members, orgs
+from wxbackend.services import orgs
+from wxbackend.services.orgs import binding, members
+from wxbackend.services.orgs.chat import BranchCards
 
 
 async def bound_member(ctx, city, openid: str, name: str = "李红", **fields) -> dict:
@@ -112,9 +114,7 @@ async def test_reply_text_cannot_break_out_of_cdata(ctx, city, oa_url):
 
 
 async def test_branch_card_is_reused_briefly_then_refreshed(ctx, city, oa_url, monkeypatch):
-    from wxbackend.services import chat
-
-    monkeypatch.setattr(chat, "BRANCH_CARD_TTL", 0.5)
+    ctx.state(BranchCards).cards = BranchCards(ttl=0.5).cards
     await bound_member(ctx, city, "o-card")
     first = (await say(oa_url, text_xml("o-card", "我的支部")))["Content"]
     assert "在册党员：1名" in first

@@ -19,17 +19,23 @@ from models import members as members_model
 from tests.conftest import SYSTEM, actor_of
 from tests.factories import member_fields
 from tests.webclient import WebClient
-from wxbackend.services import members, orgs
+from wxbackend.capability import Capability, ChatRoute
+from wxbackend.services import orgs
+from wxbackend.services.orgs import members
 from wxbackend.wechat import background
-from wxbackend.wechat.router import Text, router
+from wxbackend.wechat.router import Text, router_of
 
 MENU_FILE = Path(__file__).resolve().parents[2] / "config" / "menu.json"
 
 
-@router.keyword("测试迟到")
 async def _late(ctx, msg):
     await asyncio.sleep(0.6)
     return Text("这是迟到的回复")
+
+
+@pytest.fixture
+def extra_capabilities():
+    return (Capability("test_chat", chat=(ChatRoute.keyword("测试迟到", _late),)),)
 
 
 @pytest.fixture
@@ -124,8 +130,7 @@ async def test_every_click_key_of_the_menu_has_a_handler(ctx, wechat):
     menu = json.loads(MENU_FILE.read_text())
     keys = [b["key"] for top in menu["button"] for b in top.get("sub_button") or [top] if "key" in b]
     assert keys
-    router.load()
-    assert [k for k in keys if k not in router.menu_keys] == []
+    assert [k for k in keys if k not in router_of(ctx).menu_keys] == []
     await act(wechat, "oMenu", "subscribe")
     for key in keys:
         assert (await act(wechat, "oMenu", "click", key=key))["reply"]["MsgType"] == "text"

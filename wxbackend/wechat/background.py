@@ -26,11 +26,14 @@ from wxbackend.wechat.router import Reply
 
 log = logging.getLogger("wxbackend.wechat.background")
 
-_TASKS = "wechat.background_tasks"
+
+
+class BackgroundTasks(set):
+    """The tasks of a process still running after their request answered."""
 
 
 def _tasks(ctx: AppContext) -> set[asyncio.Task[Any]]:
-    return ctx.caches.setdefault(_TASKS, set())
+    return ctx.state(BackgroundTasks)
 
 
 def spawn(ctx: AppContext, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
@@ -58,9 +61,7 @@ async def drain(ctx: AppContext, seconds: float = 10.0) -> None:
         await asyncio.wait(tasks, timeout=seconds)
         if any(not t.done() for t in tasks):
             return
-    pipe = ctx.caches.get(autopipe.CACHE_KEY)
-    if pipe is not None:
-        await pipe.flush()  # the last replies' dedup records
+    await autopipe.AutoPipeline.of(ctx).flush()  # the last replies' dedup records
 
 
 async def send_late_reply(ctx: AppContext, openid: str, reply: Reply | None) -> None:

@@ -50,10 +50,7 @@ class Budgets:
 
     @classmethod
     def of(cls, ctx: AppContext) -> Budgets:
-        budgets = ctx.caches.get("wechat.budgets")
-        if budgets is None:
-            budgets = ctx.caches["wechat.budgets"] = cls(ctx)
-        return budgets
+        return ctx.state(cls, lambda: cls(ctx))
 
     def start(self, seconds: float, answer_early: Callable[[], None]) -> int:
         """Watch the current request; ``answer_early`` is called if it is still running in ``seconds``."""

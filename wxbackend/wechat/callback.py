@@ -37,7 +37,7 @@ from wxbackend.wechat.inbound import (
     envelope_encrypt,
     parse_inbound,
 )
-from wxbackend.wechat.router import Inbound, Reply, Text, router
+from wxbackend.wechat.router import Inbound, Reply, Text, router_of
 
 log = logging.getLogger("wxbackend.wechat.callback")
 
@@ -60,11 +60,10 @@ def crypto_for(ctx: AppContext) -> CallbackCrypto:
         # An empty token would make every signature computable by anyone.
         raise CallbackError(503, "oa_not_configured")
     config = (wx.oa_token, wx.oa_aes_key, wx.oa_appid)
-    cached = ctx.caches.get("wechat.oa_crypto")
-    if cached is None or cached[0] != config:
-        cached = (config, CallbackCrypto(*config))
-        ctx.caches["wechat.oa_crypto"] = cached
-    return cached[1]
+    crypto = ctx.state(CallbackCrypto, lambda: CallbackCrypto(*config))
+    if crypto.config != config:  # the settings changed (tests do)
+        crypto = ctx.replace_state(CallbackCrypto(*config))
+    return crypto
 
 
 def _param(query: Mapping[str, str], name: str) -> str:
@@ -156,7 +155,7 @@ async def answer(ctx: AppContext, msg: Inbound, answer_early: Callable[[], None]
     Raises :class:`AnsweredEarly` when the handler ran over budget and
     ``answer_early`` has sent ``success`` for it.
     """
-    router.load()
+    router = router_of(ctx)
     if not router.is_known(msg):
         log.info("unhandled official-account message", extra={"fields": {
             "msg_type": msg.msg_type, "event": msg.event or None, "openid": msg.openid}})
@@ -197,7 +196,7 @@ async def _within_budget(ctx: AppContext, msg: Inbound, answer_early: Callable[[
 
 async def _dispatch(ctx: AppContext, msg: Inbound) -> Reply | None:
     try:
-        return await router.dispatch(ctx, msg)
+        return await router_of(ctx).dispatch(ctx, msg)
     except Exception:
         # The member gets a clear answer; the cause goes to the log.
         log.exception("chat handler failed", extra={"fields": {

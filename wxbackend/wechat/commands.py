@@ -50,7 +50,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_sandbox(settings: Settings, args: argparse.Namespace) -> int:
-    from wxbackend.cli import install_signal_handlers
+    from wxbackend.runtime import install_signal_handlers
     from wxbackend.wechat.sandbox import SandboxConfig, start_sandbox
 
     callback = args.callback or settings.public_url + "/wechat/oa"
@@ -95,6 +95,7 @@ def _prepare(value: Any, public_url: str) -> Any:
 
 
 def cmd_wechat(settings: Settings, args: argparse.Namespace) -> int:
+    from wxbackend.capability import Registry
     from wxbackend.runtime import open_runtime
     from wxbackend.wechat.client import oa_client
     from wxbackend.wechat.errors import WeChatError
@@ -110,7 +111,7 @@ def cmd_wechat(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     async def run() -> int:
-        async with open_runtime(settings) as rt:
+        async with open_runtime(settings, Registry((), settings)) as rt:  # no capability needed
             try:
                 await oa_client(rt.ctx).create_menu(menu)
             except ValueError as exc:

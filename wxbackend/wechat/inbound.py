@@ -123,6 +123,7 @@ class CallbackCrypto:
     def __init__(self, token: str, aes_key: str, appid: str) -> None:
         self.token = token
         self.appid = appid
+        self.config = (token, aes_key, appid)
         # wechatpy derives (and checks) the key: b64decode(EncodingAESKey + "=").
         self._aes = _SafeModeCipher(WeChatCrypto(token, aes_key, appid).key) if aes_key else None
 

@@ -1,22 +1,17 @@
 """From an inbound official-account message or event to the function that answers it.
 
 One table says who answers what: keywords, menu keys, event types, message
-types and QR-scene prefixes. Capability modules register into the
-module-level :data:`router` when they are imported, and list themselves in
-:data:`CHAT_MODULES` so that the callback imports them before the first
-dispatch::
+types and QR-scene prefixes. Capabilities declare their entries
+(:class:`~wxbackend.capability.ChatRoute`), and the registry builds the one
+router of a process from them (:func:`router_of`)::
 
-    from wxbackend.wechat.router import Text, router
-
-    @router.keyword("党费")
     async def dues(ctx, msg):
         return Text("本月党费 ...")
 
-    @router.scene_prefix("checkin:")
-    async def checkin(ctx, msg):          # subscribe with qrscene_checkin:... or SCAN
-        return Text(f"签到成功：{msg.scene}")
+    CHAT = (ChatRoute.keyword("党费", dues, help="查看本月党费"),
+            ChatRoute.scene_prefix("checkin:", on_scan))   # subscribe with qrscene_checkin:... or SCAN
 
-    reply = await router.dispatch(ctx, inbound)   # Reply | None (None: answer "success")
+    reply = await router_of(ctx).dispatch(ctx, inbound)   # Reply | None (None: answer "success")
 
 Handlers see :class:`Inbound` (plain fields, no wechatpy classes) and return
 a :class:`Reply`; rendering to WeChat XML happens here, nowhere else.
@@ -24,21 +19,15 @@ a :class:`Reply`; rendering to WeChat XML happens here, nowhere else.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from wechatpy import replies as wx_replies
 
 log = logging.getLogger("wxbackend.wechat.router")
-
-# Modules whose import registers chat handlers; a capability adds its module here.
-CHAT_MODULES = [
-    "wxbackend.services.chat",
-]
 
 # WeChat sends some event names in upper case (SCAN, CLICK, VIEW, LOCATION);
 # the table stores them lower-cased so registrations need not care.
@@ -131,7 +120,7 @@ Handler = Callable[[Any, Inbound], Awaitable[Reply | None]]
 class Router:
     """The one table from keywords, menu keys, events and scenes to handlers."""
 
-    def __init__(self, modules: list[str] | None = None) -> None:
+    def __init__(self, routes: Iterable[Any] = ()) -> None:
         self.keywords: dict[str, Handler] = {}
         self.menu_keys: dict[str, Handler] = {}
         self.events: dict[str, Handler] = {}
@@ -139,63 +128,30 @@ class Router:
         self.scenes: list[tuple[str, Handler]] = []
         self.text_fallback: Handler | None = None
         self.menu_fallback: Handler | None = None
-        self.modules = modules if modules is not None else CHAT_MODULES
-        self._loaded = False
+        for route in routes:
+            self.add(route.table, route.key, route.handler)
 
-    # -- registration (decorators) ------------------------------------------
-
-    def _register(self, table: dict[str, Handler], key: str, what: str) -> Callable[[Handler], Handler]:
-        def decorate(fn: Handler) -> Handler:
-            if key in table and table[key] is not fn:
-                raise ValueError(f"{what} {key!r} is already handled by {table[key].__qualname__}")
-            table[key] = fn
-            return fn
-        return decorate
-
-    def keyword(self, word: str) -> Callable[[Handler], Handler]:
-        """Text messages equal to ``word`` (after trimming spaces)."""
-        return self._register(self.keywords, word.strip(), "keyword")
-
-    def menu_key(self, key: str) -> Callable[[Handler], Handler]:
-        """CLICK events of the menu button with this key."""
-        return self._register(self.menu_keys, key, "menu key")
-
-    def event(self, name: str) -> Callable[[Handler], Handler]:
-        """Events by type: subscribe, unsubscribe, scan, location, view, ..."""
-        return self._register(self.events, name.lower(), "event")
-
-    def message_type(self, name: str) -> Callable[[Handler], Handler]:
-        """Non-text messages by MsgType: image, voice, video, location, link, ..."""
-        return self._register(self.message_types, name.lower(), "message type")
-
-    def scene_prefix(self, prefix: str) -> Callable[[Handler], Handler]:
-        """QR scenes starting with ``prefix`` (subscribe via QR code, and SCAN)."""
-        def decorate(fn: Handler) -> Handler:
+    def add(self, table: str, key: str, handler: Handler) -> None:
+        """One entry (a ``ChatRoute``'s fields); a key answered twice is refused."""
+        if table in ("fallback_text", "fallback_menu"):
+            attribute = "text_fallback" if table == "fallback_text" else "menu_fallback"
+            if getattr(self, attribute) not in (None, handler):
+                raise ValueError(f"{table} is already handled by {getattr(self, attribute).__qualname__}")
+            setattr(self, attribute, handler)
+        elif table == "scene_prefix":
             for known, _ in self.scenes:
-                if known.startswith(prefix) or prefix.startswith(known):
-                    raise ValueError(f"scene prefix {prefix!r} overlaps {known!r}")
-            self.scenes.append((prefix, fn))
-            return fn
-        return decorate
-
-    def fallback_text(self, fn: Handler) -> Handler:
-        """Text that no keyword matches (the help text: never silence)."""
-        self.text_fallback = fn
-        return fn
-
-    def fallback_menu(self, fn: Handler) -> Handler:
-        """A CLICK whose key nobody registered (e.g. a menu newer than the server)."""
-        self.menu_fallback = fn
-        return fn
+                if known.startswith(key) or key.startswith(known):
+                    raise ValueError(f"scene prefix {key!r} overlaps {known!r}")
+            self.scenes.append((key, handler))
+        else:
+            found = {"keyword": self.keywords, "menu_key": self.menu_keys, "event": self.events,
+                     "message_type": self.message_types}[table]
+            key = key.strip() if table == "keyword" else key.lower() if table != "menu_key" else key
+            if key in found and found[key] is not handler:
+                raise ValueError(f"{table} {key!r} is already handled by {found[key].__qualname__}")
+            found[key] = handler
 
     # -- dispatch -------------------------------------------------------------
-
-    def load(self) -> None:
-        """Import the capability modules (once), which registers their handlers."""
-        if not self._loaded:
-            for name in self.modules:
-                importlib.import_module(name)
-            self._loaded = True
 
     def scene_handler(self, scene: str | None) -> Handler | None:
         if not scene:
@@ -222,7 +178,6 @@ class Router:
 
     async def dispatch(self, ctx: Any, msg: Inbound) -> Reply | None:
         """Run the handler(s) of ``msg``; None means "answer success"."""
-        self.load()
         if msg.msg_type == "event" and msg.event == "subscribe" and msg.scene:
             return await self._subscribe_with_scene(ctx, msg)
         handler = self.handler_for(msg)
@@ -242,4 +197,6 @@ class Router:
         return answer or welcome
 
 
-router = Router()
+def router_of(ctx: Any) -> Router:
+    """The router of the context's installed capabilities (built on first use)."""
+    return ctx.state(Router, lambda: Router(ctx.registry.chat))

@@ -9,7 +9,7 @@
 
 ``oa_client(ctx)`` / ``mp_client(ctx)`` read ``ctx.settings.wechat``
 (appid, secret, api_base, oauth_base, timeouts) when first called and keep
-the client in ``ctx.caches``; both share one ``httpx.AsyncClient`` per
+the client as the context's state (``ctx.state``); both share one ``httpx.AsyncClient`` per
 context, closed by ``ctx.close()``. The access token is shared through
 Redis (``wx:token:<appid>``), so every process of the deployment uses one.
 """
@@ -51,13 +51,11 @@ class MiniProgramClient(WxaAuthMixin, SubscribeMessageMixin, WxaCodeMixin, BaseC
 
 
 def _http(ctx: AppContext) -> httpx.AsyncClient:
-    http = ctx.caches.get("wechat.http")
-    if http is None:
-        http = httpx.AsyncClient(timeout=ctx.settings.wechat.api_timeout_seconds,
-                                 follow_redirects=False)
-        ctx.caches["wechat.http"] = http
+    def opened() -> httpx.AsyncClient:
+        http = httpx.AsyncClient(timeout=ctx.settings.wechat.api_timeout_seconds, follow_redirects=False)
         ctx.on_close.append(http.aclose)
-    return http
+        return http
+    return ctx.state(httpx.AsyncClient, opened)
 
 
 def _common(ctx: AppContext) -> dict[str, Any]:
@@ -69,22 +67,14 @@ def _common(ctx: AppContext) -> dict[str, Any]:
 
 def oa_client(ctx: AppContext) -> OfficialAccountClient:
     """The official-account client of this context (created once)."""
-    client = ctx.caches.get("wechat.oa")
-    if client is None:
-        wechat = ctx.settings.wechat
-        client = OfficialAccountClient(appid=wechat.oa_appid, secret=wechat.oa_secret,
-                                       oauth_base=wechat.oauth_base,
-                                       qrcode_base=wechat.qrcode_image_base, **_common(ctx))
-        ctx.caches["wechat.oa"] = client
-    return client
+    wechat = ctx.settings.wechat
+    return ctx.state(OfficialAccountClient, lambda: OfficialAccountClient(
+        appid=wechat.oa_appid, secret=wechat.oa_secret, oauth_base=wechat.oauth_base,
+        qrcode_base=wechat.qrcode_image_base, **_common(ctx)))
 
 
 def mp_client(ctx: AppContext) -> MiniProgramClient:
     """The mini-program client of this context (created once)."""
-    client = ctx.caches.get("wechat.mp")
-    if client is None:
-        wechat = ctx.settings.wechat
-        client = MiniProgramClient(appid=wechat.mp_appid, secret=wechat.mp_secret,
-                                   **_common(ctx))
-        ctx.caches["wechat.mp"] = client
-    return client
+    wechat = ctx.settings.wechat
+    return ctx.state(MiniProgramClient, lambda: MiniProgramClient(
+        appid=wechat.mp_appid, secret=wechat.mp_secret, **_common(ctx)))

@@ -1,0 +1,393 @@
+"""Party members: records, personal data, lists and search.
+
+``validate_fields`` is the one place that checks a member's fields; the web
+form and the spreadsheet import both use it, so a row is accepted by one
+exactly when it is accepted by the other::
+
+    clean, errors = validate_fields({"name": "张三", "id_card": "...", ...}, today=ctx.clock.today())
+    member = await members.create(ctx, actor, branch_id, fields)
+    page = await members.page(ctx, actor, district_id, cursor=None)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo.errors import DuplicateKeyError
+
+from models import members as members_model
+from models import orgs as orgs_model
+from models.enums import (
+    EDUCATIONS,
+    GENDERS,
+    MEMBER_CATEGORIES,
+    MEMBER_STATES,
+    PARTY_STATUSES,
+    parse_label,
+)
+from wxbackend.context import AppContext
+from wxbackend.errors import Conflict, Forbidden, InvalidInput, NotFound, object_id
+from wxbackend.fieldcrypto import mask_id_card, mask_phone
+from wxbackend.idcard import normalise_id_card, parse_id_card
+from wxbackend.services import orgs
+from wxbackend.services.accounts import audit
+from wxbackend.services.accounts.access import Actor
+from wxbackend.services.orgs import orgtree
+
+PHONE = re.compile(r"^1[3-9]\d{9}$")
+PAGE_SIZE = 50
+# Most organisations one page query may name; keeps the $in list small.
+MAX_ORGS_PER_QUERY = 200
+
+FIELD_LABELS = {
+    "name": "姓名", "gender": "性别", "ethnicity": "民族", "birth_date": "出生日期",
+    "education": "学历", "id_card": "身份证号码", "phone": "手机号码",
+    "party_status": "党员状态", "joined_on": "入党日期", "full_on": "转正日期",
+    "category": "人员类别",
+}
+
+
+@dataclass
+class FieldError:
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+def _date(value: str, field: str, errors: list[FieldError]) -> date | None:
+    value = (value or "").strip()
+    if not value:
+        return None
+    for fmt in ("%Y-%m-%d", "%Y/%m/%d", "%Y.%m.%d", "%Y%m%d"):
+        try:
+            return datetime.strptime(value, fmt).date()
+        except ValueError:
+            continue
+    errors.append(FieldError(field, "日期格式应为 YYYY-MM-DD"))
+    return None
+
+
+def _choice(table: dict[str, str], value: str, field: str, errors: list[FieldError],
+            required: bool = True) -> str | None:
+    value = (value or "").strip()
+    if not value:
+        if required:
+            errors.append(FieldError(field, "不能为空"))
+        return None
+    code = parse_label(table, value)
+    if code is None:
+        errors.append(FieldError(field, "应为以下之一：" + "、".join(table.values())))
+    return code
+
+
+def validate_fields(raw: dict[str, Any], *, today: date) -> tuple[dict[str, Any], list[FieldError]]:
+    """Check and normalise a member's fields; dates come back as ISO strings."""
+    errors: list[FieldError] = []
+    get = lambda k: str(raw.get(k) or "").strip()  # noqa: E731
+    clean: dict[str, Any] = {"name": get("name")}
+    if not clean["name"] or len(clean["name"]) > 30:
+        errors.append(FieldError("name", "姓名不能为空，且不超过30个字"))
+    card = None
+    try:
+        card = parse_id_card(get("id_card"), today=today)
+        clean["id_card"] = card.number
+    except InvalidInput as exc:
+        errors.append(FieldError("id_card", exc.message))
+    birth = _date(get("birth_date"), "birth_date", errors)
+    gender = get("gender")
+    if gender and gender not in GENDERS:
+        errors.append(FieldError("gender", "性别应为男或女"))
+    if card:
+        if birth and birth != card.birth_date:
+            errors.append(FieldError("birth_date", "出生日期与身份证号码不一致"))
+        if gender in GENDERS and gender != card.gender:
+            errors.append(FieldError("gender", "性别与身份证号码不一致"))
+        birth, gender = card.birth_date, card.gender
+    clean["birth_date"] = birth.isoformat() if birth else None
+    clean["gender"] = gender or None
+    clean["ethnicity"] = get("ethnicity") or "汉族"
+    education = get("education")
+    if education and education not in EDUCATIONS:
+        errors.append(FieldError("education", "学历应为以下之一：" + "、".join(EDUCATIONS)))
+    clean["education"] = education or None
+    phone = get("phone").replace(" ", "").replace("-", "")
+    if phone and not PHONE.match(phone):
+        errors.append(FieldError("phone", "手机号码应为11位，以1开头"))
+    clean["phone"] = phone or None
+    clean["party_status"] = _choice(PARTY_STATUSES, get("party_status"), "party_status", errors)
+    clean["category"] = _choice(MEMBER_CATEGORIES, get("category"), "category", errors)
+    joined = _date(get("joined_on"), "joined_on", errors)
+    full = _date(get("full_on"), "full_on", errors)
+    _check_party_dates(clean, birth, joined, full, today, errors)
+    return clean, errors
+
+
+def _check_party_dates(clean: dict[str, Any], birth: date | None, joined: date | None,
+                       full: date | None, today: date, errors: list[FieldError]) -> None:
+    if joined is None:
+        if not any(e.field == "joined_on" for e in errors):
+            errors.append(FieldError("joined_on", "入党日期不能为空"))
+    elif joined > today:
+        errors.append(FieldError("joined_on", "入党日期不能晚于今天"))
+    elif birth and (joined.year - birth.year, joined.month, joined.day) < (18, birth.month, birth.day):
+        errors.append(FieldError("joined_on", "入党时应年满18周岁"))
+    if clean.get("party_status") == "full":
+        if full is None and not any(e.field == "full_on" for e in errors):
+            errors.append(FieldError("full_on", "正式党员应填写转正日期"))
+        elif full and joined and full < joined:
+            errors.append(FieldError("full_on", "转正日期不能早于入党日期"))
+    elif clean.get("party_status") == "probationary" and full:
+        errors.append(FieldError("full_on", "预备党员不应有转正日期"))
+    clean["joined_on"] = joined.isoformat() if joined else None
+    clean["full_on"] = full.isoformat() if full and clean.get("party_status") == "full" else None
+
+
+def raise_field_errors(errors: list[FieldError]) -> None:
+    if errors:
+        text = "；".join(f"{FIELD_LABELS.get(e.field, e.field)}：{e.message}" for e in errors)
+        raise InvalidInput("invalid_member", text, details=[e.as_dict() for e in errors])
+
+
+def personal_fields(ctx: AppContext, clean: dict[str, Any]) -> dict[str, Any]:
+    """Encrypted columns and blind indexes for the ID-card number and phone."""
+    card = clean["id_card"]
+    phone = clean.get("phone")
+    return {
+        "id_card_enc": ctx.cipher.encrypt(card, purpose="id_card"),
+        "id_card_bidx": ctx.cipher.blind_index(card, "id_card"),
+        "phone_enc": ctx.cipher.encrypt(phone, purpose="phone") if phone else None,
+        "phone_bidx": ctx.cipher.blind_index(phone, "phone") if phone else None,
+    }
+
+
+def new_document(ctx: AppContext, clean: dict[str, Any], org: dict[str, Any]) -> dict[str, Any]:
+    now = ctx.clock.now()
+    doc = {k: v for k, v in clean.items() if k not in ("id_card", "phone")}
+    doc.update(personal_fields(ctx, clean))
+    doc.update({"_id": ObjectId(), "org_id": org["_id"], "org_ancestors": list(org["org_ancestors"]),
+                "group_id": None, "state": "active", "created_at": now, "updated_at": now})
+    return doc
+
+
+def parse_id(raw: str | ObjectId) -> ObjectId:
+    return object_id(raw, "member_not_found", "找不到该党员")
+
+
+async def create(ctx: AppContext, actor: Actor, org_id: ObjectId, fields: dict[str, Any]) -> dict[str, Any]:
+    org = await orgs.get(ctx, org_id)
+    actor.require("member.edit", org["org_ancestors"])
+    orgs.member_org_check(org)
+    clean, errors = validate_fields(fields, today=ctx.clock.today())
+    raise_field_errors(errors)
+    doc = new_document(ctx, clean, org)
+    try:
+        await members_model.insert_many(ctx.db, [doc])
+    except Exception as exc:
+        if _is_duplicate(exc):
+            raise Conflict("id_card_exists", "该身份证号码的党员已在册") from None
+        raise
+    await orgs_model.adjust_member_counts(ctx.db, org["_id"], org["org_ancestors"], 1,
+                                          1 if doc["party_status"] == "full" else 0)
+    await audit.record(ctx, actor, "member.create", "member", doc["_id"], doc["name"], doc["org_ancestors"])
+    return doc
+
+
+def _is_duplicate(exc: Exception) -> bool:
+    if isinstance(exc, DuplicateKeyError):
+        return True
+    details = getattr(exc, "details", None) or {}
+    return any(e.get("code") == 11000 for e in details.get("writeErrors", []))
+
+
+async def get_visible(ctx: AppContext, actor: Actor, member_id: str | ObjectId) -> dict[str, Any]:
+    member = await members_model.get(ctx.db, parse_id(member_id))
+    if member is None:
+        raise NotFound("member_not_found", "找不到该党员")
+    actor.require("member.view", member["org_ancestors"])
+    return member
+
+
+async def update(ctx: AppContext, actor: Actor, member_id: ObjectId, fields: dict[str, Any]) -> dict[str, Any]:
+    member = await get_visible(ctx, actor, member_id)
+    actor.require("member.edit", member["org_ancestors"])
+    clean, errors = validate_fields(fields, today=ctx.clock.today())
+    raise_field_errors(errors)
+    changes = {k: v for k, v in clean.items() if k not in ("id_card", "phone")}
+    changes.update(personal_fields(ctx, clean))
+    changes["updated_at"] = ctx.clock.now()
+    # Conditional on the state we read: a concurrent edit of the status cannot
+    # leave the full-member counter off by one.
+    expected = {"state": member["state"], "party_status": member["party_status"]}
+    try:
+        updated = await members_model.update_if(ctx.db, member["_id"], expected, {"$set": changes})
+    except DuplicateKeyError:
+        raise Conflict("id_card_exists", "该身份证号码的党员已在册") from None
+    if updated is None:
+        raise Conflict("member_changed", "党员信息已被其他人修改，请刷新后重试")
+    if member["state"] == "active" and member["party_status"] != updated["party_status"]:
+        full = 1 if updated["party_status"] == "full" else -1
+        await orgs_model.adjust_member_counts(ctx.db, member["org_id"], [], 0, full)
+    changed = sorted(k for k in FIELD_LABELS if _differs(ctx, member, updated, k))
+    await audit.record(ctx, actor, "member.update", "member", member["_id"], updated["name"],
+                       member["org_ancestors"], {"fields": changed})
+    return updated
+
+
+def _differs(ctx: AppContext, before: dict[str, Any], after: dict[str, Any], field: str) -> bool:
+    if field in ("id_card", "phone"):
+        return before.get(f"{field}_bidx") != after.get(f"{field}_bidx")
+    return before.get(field) != after.get(field)
+
+
+async def set_state(ctx: AppContext, actor: Actor, member_id: ObjectId, state: str) -> dict[str, Any]:
+    """Mark a member deceased, stopped or transferred out (or active again)."""
+    if state not in MEMBER_STATES:
+        raise InvalidInput("member_state", "党员状态无效")
+    member = await get_visible(ctx, actor, member_id)
+    actor.require("member.edit", member["org_ancestors"])
+    if member["state"] == state:
+        return member
+    if state == "active":
+        orgs.member_org_check(await orgs.get(ctx, member["org_id"]))
+    updated = await members_model.update_if(
+        ctx.db, member["_id"], {"state": member["state"]},
+        {"$set": {"state": state, "updated_at": ctx.clock.now()}})
+    if updated is None:
+        raise Conflict("member_changed", "党员信息已被其他人修改，请刷新后重试")
+    sign = 1 if state == "active" else (-1 if member["state"] == "active" else 0)
+    await orgs_model.adjust_member_counts(ctx.db, member["org_id"], member["org_ancestors"], sign,
+                                          sign if member["party_status"] == "full" else 0)
+    await audit.record(ctx, actor, "member.state", "member", member["_id"], member["name"],
+                       member["org_ancestors"], {"from": member["state"], "to": state})
+    return updated
+
+
+def present(ctx: AppContext, member: dict[str, Any]) -> dict[str, Any]:
+    """A member as pages show it: personal data masked, labels in Chinese."""
+    row = dict(member)
+    row["id_card_masked"] = mask_id_card(_decrypt(ctx, member.get("id_card_enc"), "id_card"))
+    phone = _decrypt(ctx, member.get("phone_enc"), "phone")
+    row["phone_masked"] = mask_phone(phone) if phone else ""
+    row["party_status_label"] = PARTY_STATUSES.get(member.get("party_status"), "")
+    row["category_label"] = MEMBER_CATEGORIES.get(member.get("category"), "")
+    row["state_label"] = MEMBER_STATES.get(member.get("state"), "")
+    return row
+
+
+def _decrypt(ctx: AppContext, token: Any, purpose: str) -> str:
+    return ctx.cipher.decrypt(token, purpose=purpose) if token else ""
+
+
+async def unmask(ctx: AppContext, actor: Actor, member_id: ObjectId) -> dict[str, str]:
+    """The clear ID-card number and phone, for an admin allowed to see them; audited."""
+    member = await get_visible(ctx, actor, member_id)
+    actor.require("member.unmask", member["org_ancestors"])
+    await audit.record(ctx, actor, "member.unmask", "member", member["_id"], member["name"],
+                       member["org_ancestors"], {"fields": ["id_card", "phone"]})
+    return {"id_card": _decrypt(ctx, member["id_card_enc"], "id_card"),
+            "phone": _decrypt(ctx, member.get("phone_enc"), "phone")}
+
+
+# -- lists -------------------------------------------------------------------
+
+def encode_cursor(row: dict[str, Any]) -> str:
+    data = json.dumps([str(row["org_id"]), row["name"], str(row["_id"])], ensure_ascii=False)
+    return base64.urlsafe_b64encode(data.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[ObjectId, str, ObjectId]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        org_id, name, member_id = json.loads(raw)
+        return ObjectId(org_id), str(name), ObjectId(member_id)
+    except (ValueError, TypeError, InvalidId):
+        raise InvalidInput("bad_cursor", "分页参数无效") from None
+
+
+async def page(ctx: AppContext, actor: Actor, scope_id: ObjectId, cursor: str | None = None,
+               limit: int = PAGE_SIZE, *, org: dict[str, Any] | None = None,
+               ) -> tuple[list[dict[str, Any]], str | None]:
+    """Members of a subtree in tree order (branch by branch, by name in each).
+
+    Each query names only the organisations that fill this page, so the
+    database reads about what the page shows however large the subtree is.
+    ``org`` is the scope's document when the caller has it already.
+    """
+    org = org if org is not None and org["_id"] == scope_id else await orgs.get(ctx, scope_id)
+    actor.require("member.view", org["org_ancestors"])
+    tree = await orgtree.snapshot(ctx)
+    nodes = tree.with_counts(scope_id) or [(scope_id, org["member_count"])]
+    position = {org_id: i for i, (org_id, _) in enumerate(nodes)}
+    rows: list[dict[str, Any]] = []
+    i = 0
+    if cursor:
+        after_org, after_name, after_id = decode_cursor(cursor)
+        if after_org not in position:
+            raise InvalidInput("bad_cursor", "分页参数无效")
+        i = position[after_org]
+        rows.extend(await _after_cursor(ctx, after_org, after_name, after_id, limit))
+        i += 1
+    while i < len(nodes) and len(rows) <= limit:
+        batch, wanted = [], limit + 1 - len(rows)
+        while i < len(nodes) and len(batch) < MAX_ORGS_PER_QUERY and wanted > 0:
+            batch.append(nodes[i][0])
+            wanted -= nodes[i][1]
+            i += 1
+        found = await members_model.in_orgs(ctx.db, batch)
+        found.sort(key=lambda r: (position[r["org_id"]], r["name"], r["_id"]))
+        rows.extend(found)
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+async def _after_cursor(ctx: AppContext, org_id: ObjectId, name: str, member_id: ObjectId,
+                        limit: int) -> list[dict[str, Any]]:
+    """Members of one organisation after the cursor row: more than ``limit`` while that
+    many remain. Namesakes at or before the cursor row also match ``name >= name``, so
+    the window widens past them instead of leaving the organisation early."""
+    want = limit + 2
+    while True:
+        found = await members_model.in_org_after(ctx.db, org_id, name, want)
+        rest = [r for r in found if (r["name"], r["_id"]) > (name, member_id)]
+        if len(found) < want or len(rest) > limit:
+            return rest
+        want += len(found) - len(rest)
+
+
+async def search(ctx: AppContext, actor: Actor, scope_id: ObjectId, query: str,
+                 limit: int = PAGE_SIZE, *, org: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """By exact ID-card number, exact phone, or name prefix, inside the actor's scope."""
+    org = org if org is not None and org["_id"] == scope_id else await orgs.get(ctx, scope_id)
+    actor.require("member.view", org["org_ancestors"])
+    query = query.strip()
+    if not query:
+        return []
+    card = normalise_id_card(query)
+    if re.fullmatch(r"\d{17}[\dX]", card):
+        found = await members_model.by_id_card(ctx.db, ctx.cipher.blind_index(card, "id_card"))
+        candidates = [found] if found else []
+    elif PHONE.match(query):
+        candidates = await members_model.by_phone(ctx.db, ctx.cipher.blind_index(query, "phone"))
+    else:
+        candidates = await members_model.search_name(ctx.db, [scope_id], query, limit)
+    # Only what lies in the searched subtree: nothing leaks from elsewhere.
+    return [m for m in candidates if scope_id in m["org_ancestors"]][:limit]
+
+
+async def roster(ctx: AppContext, member: dict[str, Any], org_id: ObjectId, cursor: str | None,
+                 limit: int) -> tuple[dict[str, Any], list[dict[str, Any]], str | None]:
+    """A member's view of a branch: only their own branch, names of its members."""
+    if org_id != member["org_id"]:
+        raise Forbidden("out_of_scope", "只能查看本支部的党员名单")
+    org = await orgs.get(ctx, org_id)
+    rows, next_cursor = await page(ctx, Actor.system_actor("member-roster"), org_id, cursor, limit, org=org)
+    return org, [r for r in rows if r["state"] == "active"], next_cursor

@@ -103,7 +103,7 @@ def build_requests(account: Account, port: int, users: list[str], content: str,
                f"<FromUserName><![CDATA[{openid}]]></FromUserName><CreateTime>{now}</CreateTime>"
                f"<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content>"
                f"<MsgId>{base_id + i}</MsgId></xml>")
-        nonce = str(secrets.randbelow(10**9))
+        nonce = str(secrets.randbelow(10**18))  # unique: a reused (timestamp, nonce) is refused
         sealed = xmltodict.parse(crypto.encrypt_message(xml, nonce, str(now)))["xml"]
         body = (f"<xml><ToUserName><![CDATA[{account.original_id}]]></ToUserName>"
                 f"<Encrypt><![CDATA[{sealed['Encrypt']}]]></Encrypt></xml>").encode()

@@ -50,6 +50,7 @@ from wxbackend.idcard import make_id_card
 from wxbackend.services import orgs
 from wxbackend.services.accounts import mpsessions
 from wxbackend.services.accounts.access import Actor
+from wxbackend.services.meetings.checkin_codes import mp_scene
 from wxbackend.services.orgs import members
 
 SYSTEM = Actor.system_actor("bench")
@@ -117,6 +118,7 @@ class Connection:
 
 
 async def round_of_scans(bases: list[str], meeting_id: str, tokens: list[str], concurrency: int,
+                         scene: str,
                          label: str) -> dict[str, Any]:
     """Each token scans once over ``concurrency`` keep-alive connections; each request timed.
 
@@ -140,7 +142,7 @@ async def round_of_scans(bases: list[str], meeting_id: str, tokens: list[str], c
                 started = time.perf_counter()
                 try:
                     status, answer = await connection.post_json(
-                        path, {"method": "mp_code", "nonce": f"{label}-{i}"}, token)
+                        path, {"scene": scene, "nonce": f"{label}-{i}"}, token)
                     code = answer.get("code") if status == 200 else f"http_{status}"
                 except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                     code, connection = type(exc).__name__, Connection(host, port)
@@ -207,12 +209,14 @@ async def main() -> int:
             pids = {"server": servers[0][0].pid, "database": env.mongo_pid(), "redis": env.redis_pid(),
                     "load client": os.getpid()}
             first = await measured(round_of_scans(bases, str(meeting["_id"]), tokens, args.concurrency,
+                                                   mp_scene(meeting),
                                                   "first"), pids)
             marks, present = await verify(ctx, meeting["_id"])
             report(f"{args.members} members check in, {args.concurrency} connections, "
                    f"{args.servers} server process(es)", first, marks, present)
             ok &= first["codes"] == {"checked_in": args.members} and marks == present == args.members
             again = await measured(round_of_scans(bases, str(meeting["_id"]), tokens, args.concurrency,
+                                                   mp_scene(meeting),
                                                   "again"), pids)
             marks, present = await verify(ctx, meeting["_id"])
             report(f"the same {args.members} scan again", again, marks, present)

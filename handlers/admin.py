@@ -11,13 +11,15 @@ from handlers.admin_base import SESSION_COOKIE, AdminHandler
 from handlers.admin_compliance import compliance_panel
 from handlers.base import PATH_ID
 from models.enums import MEMBER_STATES, ORG_PARENT_TYPES
-from wxbackend.errors import DomainError, InvalidInput
+from wxbackend.errors import DomainError, InvalidInput, TooManyRequests
 from wxbackend.services import orgs
 from wxbackend.services.accounts import admins, audit
-from wxbackend.services.orgs import members, orgtree
+from wxbackend.services.orgs import lookups, members, orgtree
 
 MEMBER_FORM_FIELDS = ("name", "gender", "ethnicity", "birth_date", "education", "id_card", "phone",
                       "party_status", "joined_on", "full_on", "category")
+# Left blank on the edit form (kept unless re-entered): the birth date is digits of the ID card.
+MASKED_FORM_FIELDS = ("id_card", "phone", "birth_date")
 
 
 class LoginHandler(AdminHandler):
@@ -30,13 +32,15 @@ class LoginHandler(AdminHandler):
     async def post(self) -> None:
         username = self.form("username")
         try:
-            actor = await admins.authenticate(self.ctx, username, self.get_body_argument("password", ""),
-                                              self.client_ip)
+            actor, sid = await admins.login(self.ctx, username, self.get_body_argument("password", ""),
+                                            self.client_ip)
         except DomainError as exc:
             self.set_status(exc.status)
-            self.render("admin/login.html", error=exc.message, username=username)
+            if isinstance(exc, TooManyRequests):
+                self.set_header("Retry-After", str(exc.retry_after))
+            self.render("admin/login.html", error=exc.as_json()["error"], username=username)
             return
-        self.start_session(actor, await admins.open_session(self.ctx, actor))
+        self.start_session(actor, sid)
         target = self.get_query_argument("next", "/admin/")
         self.redirect(target if target.startswith("/admin/") else "/admin/")
 
@@ -116,19 +120,39 @@ class OrgActionHandler(AdminHandler):
 
 
 class OrgMembersHandler(AdminHandler):
-    """The members of a subtree in tree order, with search."""
+    """The members of a subtree in tree order, with search. A search by full ID-card
+    number or phone is a POST: the number stays out of URLs (proxy logs, history), and
+    a link on another site cannot spend the admin's lookups or write their audit log."""
 
     @tornado.web.authenticated
     async def get(self, org_id: str) -> None:
         org = await orgs.view(self.ctx, self.actor, org_id)
         query = self.get_query_argument("q", "").strip()
         cursor = self.get_query_argument("cursor", None)
+        if query and lookups.exact_query(query):
+            raise InvalidInput("lookup_by_post", "按身份证号码或手机号码查找，请使用页面上的搜索框")
         if query:
             rows, next_cursor = await members.search(self.ctx, self.actor, org["_id"], query, org=org), None
         else:
             rows, next_cursor = await members.page(self.ctx, self.actor, org["_id"], cursor, org=org)
+        await self._render(org, rows, query=query, next_cursor=next_cursor)
+
+    @tornado.web.authenticated
+    async def post(self, org_id: str) -> None:
+        org = await orgs.view(self.ctx, self.actor, org_id)
+        query = self.form("q")
+        exact = lookups.exact_query(query)
+        if exact is None:  # a name: an ordinary GET, which pages and bookmarks
+            search = "?q=" + tornado.escape.url_escape(query) if query else ""
+            self.redirect(f"/admin/orgs/{org['_id']}/members{search}")
+            return
+        rows = await members.search(self.ctx, self.actor, org["_id"], query, org=org)
+        await self._render(org, rows, exact=exact[0])
+
+    async def _render(self, org: dict[str, Any], rows: list[dict[str, Any]], *, query: str = "",
+                      next_cursor: str | None = None, exact: str | None = None) -> None:
         tree = await orgtree.snapshot(self.ctx)
-        self.render("admin/members.html", org=org, query=query, next_cursor=next_cursor,
+        self.render("admin/members.html", org=org, query=query, next_cursor=next_cursor, exact=exact,
                     rows=[members.present(self.ctx, m) for m in rows], org_name=tree.name)
 
 
@@ -176,31 +200,34 @@ class MemberUnmaskHandler(AdminHandler):
         clear = await members.unmask(self.ctx, self.actor, member["_id"])
         org = await orgs.get(self.ctx, member["org_id"])
         self.render("admin/member.html", member=members.present(self.ctx, member), org=org,
-                    unmasked=clear, states=MEMBER_STATES)
+                    unmasked={**clear, "birth_date": member.get("birth_date") or ""}, states=MEMBER_STATES)
 
 
 class MemberEditHandler(AdminHandler):
+    """The form shows the ID-card number and phone masked and keeps them unless
+    re-entered: opening it (a GET any link can trigger) reveals and records nothing."""
+
     @tornado.web.authenticated
     async def get(self, member_id: str) -> None:
         member = await members.get_visible(self.ctx, self.actor, member_id)
         self.actor.require("member.edit", member["org_ancestors"])
-        clear = await members.unmask(self.ctx, self.actor, member["_id"])
-        values = {f: member.get(f) or "" for f in MEMBER_FORM_FIELDS}
-        values.update(clear)
+        values = {f: member.get(f) or "" for f in MEMBER_FORM_FIELDS if f not in MASKED_FORM_FIELDS}
         org = await orgs.get(self.ctx, member["org_id"])
-        self.render("admin/member_form.html", org=org, member=member, values=values, errors={})
+        self.render("admin/member_form.html", org=org, member=members.present(self.ctx, member),
+                    values=values, errors={})
 
     @tornado.web.authenticated
     async def post(self, member_id: str) -> None:
         member = await members.get_visible(self.ctx, self.actor, member_id)
         values = {f: self.form(f) for f in MEMBER_FORM_FIELDS}
         try:
-            await members.update(self.ctx, self.actor, member["_id"], values)
+            await members.update(self.ctx, self.actor, member["_id"], values,
+                                 clear_phone=self.form("clear_phone") == "1")
         except InvalidInput as exc:
             org = await orgs.get(self.ctx, member["org_id"])
             self.set_status(400)
-            self.render("admin/member_form.html", org=org, member=member, values=values,
-                        errors=_field_errors(exc))
+            self.render("admin/member_form.html", org=org, member=members.present(self.ctx, member),
+                        values=values, errors=_field_errors(exc))
             return
         self.redirect(f"/admin/members/{member_id}?msg=" + tornado.escape.url_escape("已保存"))
 

@@ -1,4 +1,9 @@
-"""Base of the management web: cookie sessions, XSRF, HTML error pages."""
+"""Base of the management web: cookie sessions, XSRF, HTML error pages.
+
+A session whose password was reset by a higher admin may only reach the
+password page (and log out, or log in as somebody else) until its holder has
+chosen a new password.
+"""
 
 from __future__ import annotations
 
@@ -14,17 +19,28 @@ from wxbackend.services.accounts import admins
 from wxbackend.services.accounts.access import Actor
 
 SESSION_COOKIE = "wxb_session"
+PASSWORD_PAGE = "/admin/account/password"  # noqa: S105 - a URL, not a secret
+# Where a session that must change its password may still go (or leave by).
+_BEFORE_PASSWORD_CHANGE = frozenset({PASSWORD_PAGE, "/admin/logout", "/admin/login"})
 
 
 class AdminHandler(BaseHandler):
+    # Set by prepare() for a session whose password a higher admin has reset.
+    must_change_password = False
+
     async def prepare(self) -> None:
         super().prepare()
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Frame-Options", "DENY")
         self.set_header("Referrer-Policy", "same-origin")
         sid = self.get_signed_cookie(SESSION_COOKIE, max_age_days=1)
-        if sid:
-            self.current_user = await admins.actor_for_session(self.ctx, sid.decode(), self.client_ip)
+        session = await admins.session_for(self.ctx, sid.decode(), self.client_ip) if sid else None
+        if session is None:
+            return
+        self.current_user = session.actor
+        self.must_change_password = session.must_change_password
+        if session.must_change_password and self.request.path not in _BEFORE_PASSWORD_CHANGE:
+            self.redirect(PASSWORD_PAGE)
 
     def get_current_user(self) -> Actor | None:
         # Only reached when prepare() did not run (e.g. the XSRF check failed

@@ -10,10 +10,16 @@ services check both)::
     /admin/meetings/<id>/edit
     /admin/meetings/<id>/screen (+ .json)        rotating check-in code for a projector
     /admin/meetings/<id>/board (+ .json)         live check-in board
-    /admin/meetings/<id>/qr/oa.png | mp.png      codes to print
+    /admin/meetings/<id>/qr/oa.png | mp.png      codes to print: served from storage only
     POST /admin/meetings/<id>/<action>           publish, start, finish, cancel, minutes,
                                                  confirm-minutes, amend-minutes, leave,
-                                                 checkin, materials
+                                                 checkin, materials, codes, renew-codes
+
+The printed codes are made when the meeting is published (a job) or by the
+POST ``codes`` (生成签到码); ``renew-codes`` (更换签到码) gives the meeting a
+new secret so earlier printouts stop working. A GET never calls WeChat or
+writes: a link on another site (SameSite=Lax sends the cookie with it) can at
+most show the secretary their own stored image.
 
 The two live pages poll their JSON with a few lines of plain JavaScript, so
 the code changes and the board fills without reloading.
@@ -37,14 +43,16 @@ from models.enums import MEETING_TYPES
 from wxbackend.clock import SHANGHAI
 from wxbackend.errors import InvalidInput
 from wxbackend.services import meetings, orgs
-from wxbackend.services.meetings import checkin, checkin_codes
+from wxbackend.services.meetings import checkin, checkin_codes, printed_codes
 
 FORM_FIELDS = ("type", "title", "topic", "agenda", "place", "online_link", "start", "end",
-               "reminder_minutes", "audience", "group_id", "member_ids")
+               "reminder_minutes", "audience", "group_id", "member_ids", "latitude", "longitude")
+FORM_CHECKBOXES = ("allow_branch_members", "rotating_only")
 ACTIONS_DONE = {"publish": "已发布，参会党员将收到通知", "start": "会议已开始", "finish": "会议已结束",
                 "cancel": "会议已取消，已通知参会党员", "minutes": "会议记录已保存",
                 "confirm-minutes": "会议记录已确认", "amend-minutes": "修正已记录",
-                "materials": "材料已上传", "leave": "已处理请假申请", "checkin": "已代签到"}
+                "materials": "材料已上传", "leave": "已处理请假申请", "checkin": "已代签到",
+                "codes": "签到码已生成", "renew-codes": "签到码已更换，此前打印的签到码已失效，请重新打印"}
 
 
 def _month(text: str, today: date) -> tuple[int, int]:
@@ -78,7 +86,8 @@ class CalendarHandler(AdminHandler):
 class FormMixin(AdminHandler):
     def form_values(self) -> dict[str, Any]:
         values: dict[str, Any] = {f: self.form(f) for f in FORM_FIELDS}
-        values["allow_branch_members"] = self.get_body_argument("allow_branch_members", "") == "on"
+        for name in FORM_CHECKBOXES:
+            values[name] = self.get_body_argument(name, "") == "on"
         return values
 
     async def render_form(self, org: dict[str, Any], meeting: dict[str, Any] | None,
@@ -102,7 +111,9 @@ def form_of(meeting: dict[str, Any]) -> dict[str, Any]:
             "audience": audience.get("kind", "branch"), "group_id": str(audience.get("group_id") or ""),
             "member_ids": " ".join(str(i) for i in audience.get("member_ids") or []),
             "reminder_minutes": meeting.get("reminder_minutes") or "",
-            "allow_branch_members": meeting.get("allow_branch_members", False)}
+            "latitude": (meeting.get("geo") or {}).get("lat", ""),
+            "longitude": (meeting.get("geo") or {}).get("lng", ""),
+            **{name: meeting.get(name, False) for name in FORM_CHECKBOXES}}
 
 
 class MeetingNewHandler(FormMixin):
@@ -162,7 +173,7 @@ class MeetingHandler(AdminHandler):
                     leave=meetings.leave_requests(meeting, names), unmarked=unmarked,
                     absent=meetings.absent_count(meeting), minutes_text=meetings.current_minutes(meeting),
                     opens=meetings.checkin_opens_at(self.ctx, meeting), now=now,
-                    settings=self.ctx.settings.meetings)
+                    settings=self.ctx.settings.meetings, codes=printed_codes.codes_state(meeting, now))
 
 
 class MeetingActionHandler(AdminHandler):
@@ -188,6 +199,8 @@ class MeetingActionHandler(AdminHandler):
                                         self.form("decision") == "approve")
         elif action == "checkin":
             await checkin.manual_check_in(ctx, actor, meeting_id, self.form("member_id"))
+        elif action in ("codes", "renew-codes"):
+            await printed_codes.generate(ctx, actor, meeting_id, renew=action == "renew-codes")
         elif action == "materials":
             upload = (self.request.files.get("file") or [None])[0]
             if upload is None:
@@ -214,13 +227,11 @@ class MaterialDeleteHandler(AdminHandler):
 
 
 class QrHandler(AdminHandler):
-    """Codes to print: the official account's (drawn locally from its URL) and the mini-program's."""
+    """Codes to print, as stored: the official account's (drawn locally from its URL), the mini-program's."""
 
     @tornado.web.authenticated
     async def get(self, meeting_id: str, which: str) -> None:
-        meeting = await meetings.view(self.ctx, self.actor, meeting_id)
-        self.actor.require("meeting.manage", meeting["org_ancestors"])
-        image = await (checkin_codes.oa_qr_png if which == "oa" else checkin_codes.mp_code_png)(self.ctx, meeting)
+        image = await printed_codes.image(self.ctx, self.actor, meeting_id, which)
         self.set_header("Content-Type", "image/png")
         self.set_header("Content-Disposition", f'inline; filename="checkin-{which}-{meeting_id}.png"')
         self.finish(image)
@@ -264,7 +275,7 @@ ROUTES = [
     (rf"/admin/meetings/({OBJECT_ID})", MeetingHandler),
     (rf"/admin/meetings/({OBJECT_ID})/edit", MeetingEditHandler),
     (rf"/admin/meetings/({OBJECT_ID})/(publish|start|finish|cancel|minutes|confirm-minutes|amend-minutes|leave"
-     r"|checkin|materials)", MeetingActionHandler),
+     r"|checkin|materials|codes|renew-codes)", MeetingActionHandler),
     (rf"/admin/meetings/({OBJECT_ID})/materials/({OBJECT_ID})", MaterialHandler),
     (rf"/admin/meetings/({OBJECT_ID})/materials/({OBJECT_ID})/delete", MaterialDeleteHandler),
     (rf"/admin/meetings/({OBJECT_ID})/qr/(oa|mp)\.png", QrHandler),

@@ -1,11 +1,26 @@
-"""``GET /healthz`` for the load balancer and ``GET /metrics`` for Prometheus."""
+"""``GET /healthz`` for the load balancer and ``GET /metrics`` for Prometheus.
+
+/metrics answers only clients in ``[http] metrics_networks`` (loopback by
+default): its counters (requests and latencies per handler and status, dependency
+failures, the process's own figures) tell an outsider about the platform's load and
+weak spots, nothing a member or administrator needs.
+The client is ``request.remote_ip``, which Tornado takes from X-Real-Ip /
+X-Forwarded-For when the server runs with ``[http] xheaders``, as every client IP
+of the app::
+
+    WXB_HTTP_METRICS_NETWORKS="127.0.0.0/8,::1/128,10.20.0.5"   # loopback + Prometheus
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+from collections.abc import Iterable
 
 from handlers.base import JsonHandler
 from wxbackend import metrics
+from wxbackend.errors import Forbidden
+from wxbackend.settings import Network, env_name, parse_networks
 
 
 class HealthHandler(JsonHandler):
@@ -29,8 +44,23 @@ class HealthHandler(JsonHandler):
             return "down"
 
 
+def ip_in_networks(ip: str, networks: Iterable[Network]) -> bool:
+    """Whether ``ip`` lies in one of ``networks``; an unparseable ip never does."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; match them as IPv4.
+    mapped = getattr(address, "ipv4_mapped", None)
+    return any(address in net or (mapped is not None and mapped in net) for net in networks)
+
+
 class MetricsHandler(JsonHandler):
     def get(self) -> None:
+        allowed = parse_networks(self.ctx.settings.http.metrics_networks,
+                                 env_name("http", "metrics_networks"))
+        if not ip_in_networks(self.client_ip, allowed):
+            raise Forbidden("metrics_forbidden", "监控指标仅对指定网络开放")
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.finish(metrics.render())
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 from handlers import (
     admin,
+    admin_accounts,
     admin_binding,
     admin_compliance,
     admin_import,
@@ -28,7 +29,7 @@ PLATFORM = (wechat_oa.ROUTES, health.ROUTES, openapi.ROUTES)
 
 ROUTES_OF = {
     # Login, home and audit pages sit in handlers/admin.py with the organisation pages.
-    "orgs": (admin.ROUTES, admin_import.ROUTES, admin_binding.ROUTES, auth.ROUTES, me.ROUTES),
+    "orgs": (admin.ROUTES, admin_accounts.ROUTES, admin_import.ROUTES, admin_binding.ROUTES, auth.ROUTES, me.ROUTES),
     "meetings": (meeting_social.ROUTES, admin_compliance.ROUTES, meetings.ROUTES, admin_meetings.ROUTES),
     "notify": (admin_notify.ROUTES, notifications.ROUTES),
 }

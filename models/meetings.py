@@ -9,6 +9,9 @@ The data contract is docs/MEETINGS-DESIGN.md. Shape::
      organiser: {user_id, name},
      audience: {kind: branch|committee|group|list, group_id?, member_ids?},
      expected: [member_id], expected_count, allow_branch_members,
+     checkin_secret,                      # random; only the printed codes carry it (never an API/page)
+     rotating_only,                       # printed codes refused: the on-screen rotating code only
+     geo: {lat, lng} | None,              # the meeting place (GCJ-02): check-in within a radius
      status: draft|planned|in_progress|finished|cancelled,
      published_at, cancelled_at, finished_at, reminded_at,
      attendance: {"<member_id>": {status, how, at, nonce?, by?}},
@@ -16,7 +19,7 @@ The data contract is docs/MEETINGS-DESIGN.md. Shape::
      leave: {"<member_id>": {reason, status, at, decided_by?, decided_at?}},
      materials: [{file_id, name, size, content_type, uploaded_at}],
      minutes: {text, recorded_by, recorded_at, confirmed_by?, confirmed_at?, amendments} | None,
-     qr: {oa_ticket?, oa_url?, oa_expires_at?, mp_code_file_id?},
+     qr: {oa_ticket?, oa_url?, oa_expires_at?, mp_code_file_id?, made_at?},
      comment_count, vote_count, created_at, updated_at}
 
 Attendance is embedded because SecantusDB reads every document a query
@@ -33,6 +36,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import secrets
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -66,6 +70,13 @@ INDEXES[COLLECTION] = [
     IndexModel([("org_id", ASCENDING), ("month", ASCENDING)]),
 ]
 
+# What a printed check-in code proves: 16 URL-safe characters (96 random bits), so
+# that compact id + secret fit getwxacodeunlimit's 32-character scene.
+SECRET_BYTES = 12
+# Fields that let someone check in from afar: never in a member-facing projection
+# (LIST_FIELDS, the API, pages other than the secretary's printable codes).
+SECRET_FIELDS = ("checkin_secret", "qr")
+
 # Materials and cached WeChat-issued codes live in one GridFS bucket. Its indexes
 # are declared here so ensure_indexes builds them (GridFS itself would only on
 # an empty bucket, after a find that SecantusDB runs as a collection scan).
@@ -79,6 +90,11 @@ LIST_FIELDS = {"org_id": 1, "org_ancestors": 1, "type": 1, "title": 1, "topic": 
                "online_link": 1, "start": 1, "end": 1, "month": 1, "status": 1,
                "expected_count": 1, "counts": 1, "audience": 1, "organiser": 1,
                "comment_count": 1, "vote_count": 1, "allow_branch_members": 1}
+
+
+def new_checkin_secret() -> str:
+    """A fresh secret for a meeting's printed codes (a renewal makes old printouts useless)."""
+    return secrets.token_urlsafe(SECRET_BYTES)
 
 
 def month_of(start: datetime, tz: ZoneInfo) -> str:
@@ -96,6 +112,7 @@ def new_meeting(org: dict[str, Any], meeting_type: str, title: str, start: datet
         "online_link": "", "start": start, "end": end, "month": month_of(start, tz),
         "organiser": organiser, "audience": {"kind": "branch"}, "expected": [],
         "expected_count": 0, "allow_branch_members": False, "status": "draft",
+        "checkin_secret": new_checkin_secret(), "rotating_only": False, "geo": None,
         "published_at": None, "cancelled_at": None, "finished_at": None, "reminded_at": None,
         "attendance": {}, "counts": {"present": 0, "online": 0, "excused": 0},
         "leave": {}, "materials": [], "minutes": None, "qr": {},

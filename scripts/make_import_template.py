@@ -16,8 +16,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from openpyxl import Workbook
-from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
 
@@ -25,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from models.enums import EDUCATIONS, GENDERS, MEMBER_CATEGORIES, PARTY_STATUSES  # noqa: E402
+from wxbackend import spreadsheet  # noqa: E402
 from wxbackend.services.orgs.import_sheet import ALIASES, COLUMNS, REQUIRED  # noqa: E402
 
 OUT = ROOT / "templates" / "member-import-template.xlsx"
@@ -59,20 +59,18 @@ NOTES = [
 ]
 
 
-def write_members_sheet(book: Workbook) -> None:
-    ws = book.active
-    ws.title = "党员信息"
-    bold, fill = Font(bold=True), PatternFill("solid", fgColor="F3EFEC")
-    for i, (code, label) in enumerate(COLUMNS.items(), start=1):
-        cell = ws.cell(row=1, column=i, value=label)
-        cell.font, cell.fill = bold, fill
+def write_members_sheet(book: spreadsheet.Workbook) -> None:
+    # Through the one workbook writer, like every export: header text stays text.
+    ws = spreadsheet.sheet(book, "党员信息", list(COLUMNS.values()), [],
+                           [WIDTHS.get(code, 9) for code in COLUMNS], first=True)
+    fill = PatternFill("solid", fgColor="F3EFEC")
+    for i, code in enumerate(COLUMNS, start=1):
+        ws.cell(row=1, column=i).fill = fill
         letter = get_column_letter(i)
-        ws.column_dimensions[letter].width = WIDTHS.get(code, 9)
         if code in TEXT_COLUMNS:
             ws.column_dimensions[letter].number_format = "@"
         elif code in DATE_COLUMNS:
             ws.column_dimensions[letter].number_format = "yyyy-mm-dd"
-    ws.freeze_panes = "A2"
     _drop_downs(ws)
 
 
@@ -89,39 +87,37 @@ def _drop_downs(ws) -> None:
         ws.add_data_validation(check)
 
 
-def write_help_sheet(book: Workbook) -> None:
-    ws = book.create_sheet("填写说明")
-    ws.append(["列名", "是否必填", "填写说明", "也可识别的列名"])
-    for cell in ws[1]:
-        cell.font = Font(bold=True)
+def write_help_sheet(book: spreadsheet.Workbook, help_text: dict[str, str] = HELP,
+                     notes: list[str] = NOTES) -> None:
+    """The 填写说明 sheet; the texts are parameters so a test can feed hostile ones."""
     aliases: dict[str, list[str]] = {}
     for alias, code in ALIASES.items():
         aliases.setdefault(code, []).append(alias)
+    rows: list[list[str]] = []
     for code, label in COLUMNS.items():
         required = "必填" if code in REQUIRED else "选填"
         if code == "full_on":
             required = "正式党员必填（列须保留）"
-        ws.append([label, required, HELP[code], "、".join(aliases.get(code, []))])
-    ws.append([])
-    ws.append(["注意事项"])
-    ws.cell(row=ws.max_row, column=1).font = Font(bold=True)
-    for note in NOTES:
-        ws.append(["", "", note])
-    for letter, width in zip("ABCD", (12, 22, 80, 30), strict=True):
-        ws.column_dimensions[letter].width = width
-    for row in ws.iter_rows(min_row=2):
-        for cell in row:
-            cell.alignment = Alignment(wrap_text=True, vertical="top")
+        rows.append([label, required, help_text[code], "、".join(aliases.get(code, []))])
+    rows += [[], ["注意事项"], *(["", "", note] for note in notes)]
+    ws = spreadsheet.sheet(book, "填写说明", ["列名", "是否必填", "填写说明", "也可识别的列名"], rows,
+                           (12, 22, 80, 30), freeze=False, wrap=(1, 2, 3, 4))
+    ws.cell(row=len(COLUMNS) + 3, column=1).font = Font(bold=True)  # the 注意事项 title
 
 
-def main(out: Path = OUT) -> None:
-    book = Workbook()
+def build() -> spreadsheet.Workbook:
+    """The template workbook, as main() saves it."""
+    book = spreadsheet.new_book()
     write_members_sheet(book)
     write_help_sheet(book)
     # Fixed document times: regenerating an unchanged template changes nothing visible.
     book.properties.created = book.properties.modified = datetime(2025, 1, 1)
     book.properties.creator = "wxbackend"
-    book.save(out)
+    return book
+
+
+def main(out: Path = OUT) -> None:
+    out.write_bytes(spreadsheet.save(build()))
     print(f"wrote {out}")
 
 

@@ -40,6 +40,7 @@ ADMIN_PASSWORD = "correct-horse-battery"
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServers]:
     data = tmp_path_factory.mktemp("embedded")
+    # Its Redis requires a password of its own, as in production: redis_url carries it.
     with EmbeddedServers(data) as running:
         yield running
 
@@ -70,7 +71,7 @@ def suite_start() -> datetime | None:
     """Where each test's clock starts: ``WXB_TEST_TODAY`` (an ISO date or date-time), else now.
 
     ``WXB_TEST_TODAY=2027-03-31 make test`` runs the whole suite as if on that day
-    (10:00 in Shanghai for a bare date); see README, "Testing".
+    (10:00 in Shanghai for a bare date); see README, "Tests".
     """
     raw = os.environ.get("WXB_TEST_TODAY", "").strip()
     return parse_instant(raw) if raw else None

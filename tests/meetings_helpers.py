@@ -23,6 +23,7 @@ from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
 from wxbackend.services import meetings, orgs
 from wxbackend.services.accounts.access import Actor, Role
+from wxbackend.services.meetings import printed_codes
 from wxbackend.services.orgs import binding, members
 
 SYSTEM = Actor.system_actor("tests")
@@ -115,3 +116,22 @@ async def notices(ctx: AppContext, people: list[dict[str, Any]]) -> dict[str, li
         items, _ = await notify.inbox(ctx, person["_id"], None, 50)
         got[person["name"]] = [i.doc["kind"] for i in reversed(items) if i.doc["kind"].startswith("meeting_")]
     return got
+
+
+async def make_codes(ctx: AppContext, meeting: dict[str, Any]) -> dict[str, Any]:
+    """Run the printed-codes job as the worker would after publication; the meeting as stored then."""
+    assert await printed_codes.make_codes(ctx, str(meeting["_id"])) == "made"
+    return await reload(ctx, meeting)
+
+
+async def phone_through_wechat(api: Any, sandbox: Any, member: dict[str, Any], openid: str) -> dict[str, str]:
+    """The mini-program's way in: wx.login through the sandbox, our login, binding; a bearer header."""
+    code = await sandbox.login_code(openid)
+    login = await api.post("/api/v1/auth/login", json={"code": code})
+    assert login.status_code == 200, login.text
+    header = {"Authorization": f"Bearer {login.json()['token']}"}
+    fields = member["fields"]
+    bound = await api.post("/api/v1/me/bind", headers=header, json={
+        "name": fields["name"], "id_card": fields["id_card"], "phone": fields["phone"]})
+    assert bound.status_code == 200, bound.text
+    return header

@@ -1,9 +1,13 @@
 """Management web over real HTTP: sessions, lockout, XSRF, scope, audit."""
 
+from collections import Counter
+
 import pytest
 
 from tests.conftest import ADMIN_PASSWORD, actor_of
 from tests.factories import member_fields
+from tests.logins import burst, code_of, issued_session, session_count
+from tests.webclient import WebClient
 from wxbackend.services.orgs import members
 
 
@@ -35,6 +39,77 @@ async def test_repeated_failures_lock_the_account(ctx, city, web):
     assert "_xsrf" in web.cookies and "wxb_session" not in web.cookies
     actions = [e["action"] async for e in ctx.db.audit_log.find({"org_ancestors": city.org("district_a")})]
     assert actions.count("user.login_failed") == 5 and "user.locked" in actions
+
+
+async def test_login_burst_reaches_the_password_check_at_most_the_limit(ctx, city, server_url):
+    """The review's attack: 39 wrong and 1 right password for `city`, all at once."""
+    limit = ctx.settings.security.login_max_failures
+    responses = await burst(server_url, [("city", f"wrong-password-{i}") for i in range(39)]
+                            + [("city", ADMIN_PASSWORD)])
+    statuses = Counter(r.status_code for r in responses)
+    assert set(statuses) <= {302, 401, 429}
+    # Each try is counted before its check: only `limit` tries get checked, and
+    # only a success (among them) starts the count again, once.
+    assert statuses[401] <= (2 * limit - 1 if statuses[302] else limit)
+    refused = [r for r in responses if r.status_code == 429]
+    assert len(refused) >= 40 - 2 * limit
+    assert all(code_of(r) == "account_locked" and int(r.headers["retry-after"]) > 0
+               and not issued_session(r) for r in refused)
+    assert sum(issued_session(r) for r in responses) == statuses[302] <= 1
+    assert await session_count(ctx.redis) == statuses[302]
+
+
+async def test_right_password_is_refused_once_a_burst_used_the_tries(ctx, city, server_url):
+    limit = ctx.settings.security.login_max_failures
+    first = await burst(server_url, [("city", f"wrong-password-{i}") for i in range(40)])
+    assert Counter(r.status_code for r in first) == {401: limit, 429: 40 - limit}
+    second = await burst(server_url, [("city", ADMIN_PASSWORD)] * 10 + [("city", "wrong-password")] * 10)
+    assert {(r.status_code, code_of(r)) for r in second} == {(429, "account_locked")}
+    assert not any(issued_session(r) for r in first + second)
+    assert await session_count(ctx.redis) == 0
+    actions = [e["action"] async for e in ctx.db.audit_log.find({"org_ancestors": city.org("root")})]
+    assert "user.login" not in actions and actions.count("user.login_failed") == limit
+    assert "last_login_at" not in await ctx.db.users.find_one({"_id": city.users["city"]["_id"]})
+
+
+async def test_unknown_names_lock_and_answer_exactly_like_known_ones(ctx, city, server_url):
+    limit = ctx.settings.security.login_max_failures
+    answers = {}
+    for name in ("east", "no_such_admin"):
+        client = WebClient(server_url)
+        steps = []
+        for _ in range(limit + 2):
+            r = await client.post_form("/admin/login", {"username": name, "password": "wrong-password"})
+            steps.append((r.status_code, code_of(r), sorted(r.headers.keys()), r.headers.get("retry-after")))
+        await client.close()
+        answers[name] = steps
+    assert [s[0] for s in answers["east"]] == [401] * limit + [429, 429]
+    for known, unknown in zip(answers["east"], answers["no_such_admin"], strict=True):
+        assert known[:3] == unknown[:3]
+        assert (known[3] is None) == (unknown[3] is None)
+        assert known[3] is None or abs(int(known[3]) - int(unknown[3])) <= 1
+    # The unknown name is locked too: no guessing it forever.
+    assert code_of((await burst(server_url, [("no_such_admin", "x")]))[0]) == "account_locked"
+
+
+async def test_one_address_cannot_spray_a_password_over_many_names(ctx, city, server_url):
+    per_ip = ctx.settings.security.login_ip_max_failures
+    sprayed = await burst(server_url, [(f"guess{i}", "Spring-2027!") for i in range(per_ip + 10)])
+    assert Counter(r.status_code for r in sprayed) == {401: per_ip, 429: 10}
+    assert {code_of(r) for r in sprayed if r.status_code == 429} == {"login_rate_limited"}
+    right = (await burst(server_url, [("east", ADMIN_PASSWORD)]))[0]
+    assert right.status_code == 429 and code_of(right) == "login_rate_limited"
+    assert int(right.headers["retry-after"]) > 0 and not issued_session(right)
+    assert await session_count(ctx.redis) == 0
+
+
+async def test_a_right_password_within_the_limit_starts_the_count_afresh(ctx, city, web):
+    limit = ctx.settings.security.login_max_failures
+    for _ in range(2):
+        for _ in range(limit - 1):
+            bad = await web.post_form("/admin/login", {"username": "east", "password": "wrong-password"})
+            assert bad.status_code == 401 and code_of(bad) == "login_failed"
+        await web.login("east", ADMIN_PASSWORD)
 
 
 async def test_posts_without_xsrf_are_refused(ctx, city, web):

@@ -258,3 +258,33 @@ async def test_login_codes_that_are_not_printable_ascii_are_400(api, sandbox, co
     answer = await api.post(f"{API}/auth/login", json={"code": code})
     assert answer.status_code == 400 and answer.json()["error"]["code"] in ("invalid_request", "bad_code")
     assert sandbox.calls("/sns/jscode2session") == 0
+
+
+async def test_bind_answers_a_right_guess_at_a_bound_member_as_a_wrong_one(ctx, api, sandbox, member):
+    created, fields = member
+    await bound_token(api, sandbox, member, openid="oOwner")
+    answers = []
+    for openid, card in (("oGuess1", fields["id_card"]), ("oGuess2", member_fields()["id_card"])):
+        token = (await login(api, sandbox, openid))["token"]
+        answers.append(await api.post(f"{API}/me/bind", headers=bearer(token), json={
+            "name": fields["name"], "id_card": card, "phone": fields["phone"]}))
+    right, wrong = answers
+    assert right.status_code == wrong.status_code == 422
+    assert right.json() == wrong.json() and right.json()["error"]["code"] == "bind_mismatch"
+    assert (await ctx.db.members.find_one({"_id": created["_id"]}))["mp_openid"] == "oOwner"
+
+
+async def test_bind_locks_a_name_whatever_accounts_guess_it(ctx, api, sandbox, member):
+    created, fields = member
+    ctx.settings.wechat.bind_target_max_failures = 3
+    for i in range(3):
+        token = (await login(api, sandbox, f"oGuess{i}"))["token"]
+        await api.post(f"{API}/me/bind", headers=bearer(token), json={
+            "name": fields["name"], "id_card": member_fields()["id_card"], "phone": ""})
+    token = (await login(api, sandbox, "oGuessRight"))["token"]
+    answer = await api.post(f"{API}/me/bind", headers=bearer(token), json={
+        "name": fields["name"], "id_card": fields["id_card"], "phone": fields["phone"]})
+    assert answer.status_code == 429 and answer.json()["error"]["code"] == "bind_locked"
+    assert int(answer.headers["Retry-After"]) > 86000
+    assert "mp_openid" not in await ctx.db.members.find_one({"_id": created["_id"]})
+    assert (await api.get(f"{API}/me", headers=bearer(token))).status_code == 403  # still not bound

@@ -106,7 +106,7 @@ async def test_a_killed_connection_fails_its_callers_and_the_next_command_reconn
 
 async def test_it_uses_the_database_and_user_of_the_redis_url(ctx, servers):
     await ctx.redis.execute_command("ACL", "SETUSER", "wxbpipe", "on", ">pipe-secret", "~*", "+@all")
-    url = servers.redis_url.replace("redis://", "redis://wxbpipe:pipe-secret@").rsplit("/", 1)[0] + "/5"
+    url = f"redis://wxbpipe:pipe-secret@127.0.0.1:{servers.redis.port}/5"
     client = aioredis.from_url(url)
     pipe = AutoPipeline(client)
     try:
@@ -120,6 +120,35 @@ async def test_it_uses_the_database_and_user_of_the_redis_url(ctx, servers):
         await pipe.close()
         await client.aclose()
         await ctx.redis.execute_command("ACL", "DELUSER", "wxbpipe")
+
+
+async def test_it_authenticates_with_the_password_of_the_redis_url(ctx, servers):
+    # The embedded Redis requires a password: redis://:<password>@host:port/0, no user.
+    assert servers.redis_url.startswith(f"redis://:{servers.redis_password}@")
+    client = aioredis.from_url(servers.redis_url)
+    pipe = AutoPipeline(client)
+    try:
+        assert await pipe.run(("ACL", "WHOAMI"), ("SET", "wx:test:auth", b"1")) == [b"default", b"OK"]
+        assert await ctx.redis.get("wx:test:auth") == b"1"
+    finally:
+        await pipe.close()
+        await client.aclose()
+
+
+@pytest.mark.parametrize("credentials, error, refusal", [
+    ("", redis.exceptions.ResponseError, "NOAUTH"),  # no AUTH sent: each command is refused
+    (":not-the-password@", redis.exceptions.ConnectionError, "WRONGPASS"),  # the connect fails: 503
+])
+async def test_without_the_right_password_nothing_runs(ctx, servers, credentials, error, refusal):
+    client = aioredis.from_url(f"redis://{credentials}127.0.0.1:{servers.redis.port}/0")
+    pipe = AutoPipeline(client)
+    try:
+        with pytest.raises(error, match=refusal):
+            await pipe.run(("SET", "wx:test:intruder", b"1"))
+        assert await ctx.redis.exists("wx:test:intruder") == 0
+    finally:
+        await pipe.close()
+        await client.aclose()
 
 
 async def test_redis_down_fails_the_callers_at_once(ctx, servers, tmp_path):

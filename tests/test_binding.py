@@ -129,13 +129,16 @@ async def test_openid_already_bound_to_another_member(ctx, city):
     assert (await members_model.get(ctx.db, second_member["_id"])).get("oa_openid") is None
 
 
-async def test_member_already_bound_to_another_openid(ctx, city):
+async def test_member_already_bound_to_another_openid_is_answered_as_a_wrong_try(ctx, city):
+    # A distinct answer here confirmed a guessed ID-card number (tests/test_binding_limits.py).
     member, raw = await new_member(ctx, city)
     await binding.bind(ctx, "oa", "o-1", None, raw["name"], raw["id_card"], raw["phone"], IP)
-    with pytest.raises(Conflict) as caught:
+    with pytest.raises(DomainError) as caught:
         await binding.bind(ctx, "oa", "o-2", None, raw["name"], raw["id_card"], raw["phone"], IP)
-    assert caught.value.code == "member_bound_elsewhere" and "解除" in caught.value.message
+    assert caught.value.code == "bind_mismatch" and "还可尝试4次" in caught.value.message
+    assert "已绑定" not in caught.value.message
     assert (await members_model.get(ctx.db, member["_id"]))["oa_openid"] == "o-1"
+    assert await ctx.redis.get("wx:bind:fail:oa:o-2") == b"1"
 
 
 async def test_two_openids_racing_for_one_member_one_wins(ctx, city):
@@ -145,7 +148,9 @@ async def test_two_openids_racing_for_one_member_one_wins(ctx, city):
           for i in range(6)), return_exceptions=True)
     winners = [r for r in results if isinstance(r, dict)]
     assert len(winners) == 1
-    assert all(isinstance(r, Conflict) for r in results if not isinstance(r, dict))
+    # The losers are answered as a wrong try is: nothing says the data was right.
+    assert all(isinstance(r, DomainError) and r.code == "bind_mismatch"
+               for r in results if not isinstance(r, dict))
     assert (await members_model.get(ctx.db, member["_id"]))["oa_openid"] == winners[0]["oa_openid"]
     assert len(await bind_entries(ctx, member["_id"])) == 1
 
@@ -155,8 +160,18 @@ async def test_an_inactive_member_cannot_bind(ctx, city):
     await members.set_state(ctx, SYSTEM, member["_id"], "transferred_out")
     with pytest.raises(DomainError) as caught:
         await binding.bind(ctx, "oa", "o-1", None, raw["name"], raw["id_card"], raw["phone"], IP)
-    assert caught.value.code == "member_inactive" and "已转出" in caught.value.message
+    # As a wrong try: the state of a record is not told to whoever types its number.
+    assert caught.value.code == "bind_mismatch" and "已转出" not in caught.value.message
     assert (await members_model.get(ctx.db, member["_id"])).get("oa_openid") is None
+
+
+async def test_the_bound_account_of_a_member_who_left_is_told_the_state(ctx, city):
+    member, raw = await new_member(ctx, city)
+    await binding.bind(ctx, "oa", "o-1", None, raw["name"], raw["id_card"], raw["phone"], IP)
+    await members.set_state(ctx, SYSTEM, member["_id"], "transferred_out")
+    with pytest.raises(DomainError) as caught:  # their own account, their own data: nothing to hide
+        await binding.bind(ctx, "oa", "o-1", None, raw["name"], raw["id_card"], raw["phone"], IP)
+    assert caught.value.code == "member_inactive" and "已转出" in caught.value.message
 
 
 async def test_follow_state_moves_to_the_member_and_back(ctx, city):

@@ -17,6 +17,11 @@ async def town(ctx):
     return await build_town(ctx)
 
 
+def printed(meeting):
+    """The scene of the meeting's printed mini-program code: what scanning it gives the phone."""
+    return checkin_codes.mp_scene(meeting)
+
+
 async def refused(call, code):
     with pytest.raises(DomainError) as err:
         await call
@@ -27,9 +32,9 @@ async def refused(call, code):
 async def test_first_check_in_counts_and_a_second_answers_already(ctx, town):
     people = await add_people(ctx, town, 2)
     meeting = await live_meeting(ctx, town)
-    first = await checkin.check_in_member(ctx, meeting["_id"], people[0], "mp_code")
+    first = await checkin.check_in_member(ctx, meeting["_id"], people[0], "mp_code", scene=printed(meeting))
     assert first.code == "checked_in" and first.message.startswith("签到成功")
-    second = await checkin.check_in_member(ctx, meeting["_id"], people[0], "mp_code")
+    second = await checkin.check_in_member(ctx, meeting["_id"], people[0], scene=printed(meeting))
     assert second.code == "already_checked_in" and second.at == first.at
     assert second.message.startswith("已签到")
     stored = await reload(ctx, meeting)
@@ -41,14 +46,14 @@ async def test_first_check_in_counts_and_a_second_answers_already(ctx, town):
 async def test_fifty_identical_scans_at_once_make_one_check_in(ctx, town):
     people = await add_people(ctx, town, 1)
     meeting = await live_meeting(ctx, town)
-    scans = [checkin.check_in_member(ctx, meeting["_id"], people[0], "mp_code", nonce="scan-1")
+    scans = [checkin.check_in_member(ctx, meeting["_id"], people[0], scene=printed(meeting), nonce="scan-1")
              for _ in range(50)]
     results = await asyncio.gather(*scans)
     # The same scan (same nonce) gets the same answer every time.
     assert {r.code for r in results} == {"checked_in"} and len({r.at for r in results}) == 1
     stored = await reload(ctx, meeting)
     assert stored["counts"]["present"] == 1 and len(stored["attendance"]) == 1
-    other = await checkin.check_in_member(ctx, meeting["_id"], people[0], "mp_code", nonce="scan-2")
+    other = await checkin.check_in_member(ctx, meeting["_id"], people[0], scene=printed(meeting), nonce="scan-2")
     assert other.code == "already_checked_in"
 
 
@@ -60,16 +65,16 @@ async def test_refusals_record_nothing(ctx, town):
     cancelled = await live_meeting(ctx, town)
     await meetings.cancel(ctx, town.secretary, cancelled["_id"])
     mid = meeting["_id"]
-    await refused(checkin.check_in_member(ctx, mid, people[1], "mp_code"), "checkin_not_expected")
-    await refused(checkin.check_in_member(ctx, mid, stranger, "mp_code"), "out_of_scope")
-    err = await refused(checkin.check_in_member(ctx, future["_id"], people[0], "mp_code"),
+    await refused(checkin.check_in_member(ctx, mid, people[1], scene=printed(meeting)), "checkin_not_expected")
+    await refused(checkin.check_in_member(ctx, mid, stranger, scene=printed(meeting)), "out_of_scope")
+    err = await refused(checkin.check_in_member(ctx, future["_id"], people[0], scene=printed(future)),
                         "checkin_window_closed")
     assert "签到尚未开始" in err.message
     late = ctx.clock.now() + timedelta(hours=2)
-    err = await refused(checkin.check_in_member(ctx, mid, people[0], "mp_code", now=late),
+    err = await refused(checkin.check_in_member(ctx, mid, people[0], scene=printed(meeting), now=late),
                         "checkin_window_closed")
     assert "已结束" in err.message
-    await refused(checkin.check_in_member(ctx, cancelled["_id"], people[0], "mp_code"), "meeting_cancelled")
+    await refused(checkin.check_in_member(ctx, cancelled["_id"], people[0], scene=printed(cancelled)), "meeting_cancelled")
     await refused(checkin.check_in_member(ctx, "0" * 24, people[0], "mp_code"), "meeting_not_found")
     await refused(checkin.check_in_member(ctx, "junk", people[0], "mp_code"), "meeting_not_found")
     for m in (meeting, future, cancelled):
@@ -81,7 +86,7 @@ async def test_branch_members_may_check_in_when_the_secretary_allows(ctx, town):
     people = await add_people(ctx, town, 2)
     meeting = await live_meeting(ctx, town, audience="list", member_ids=[str(people[0]["_id"])],
                                  allow_branch_members=True)
-    result = await checkin.check_in_member(ctx, meeting["_id"], people[1], "mp_code")
+    result = await checkin.check_in_member(ctx, meeting["_id"], people[1], scene=printed(meeting))
     assert result.code == "checked_in"
 
 
@@ -133,12 +138,12 @@ async def test_manual_check_in_is_audited_and_scoped(ctx, town):
 
 async def test_online_or_excused_member_who_comes_is_present(ctx, town):
     people = await add_people(ctx, town, 2)
-    meeting = await live_meeting(ctx, town)
+    meeting = await live_meeting(ctx, town, online_link="https://meeting.example.org/j/1")
     joined = await meetings.join_online(ctx, people[0], meeting["_id"])
     assert joined["recorded"] and joined["mark"]["status"] == "online"
     again = await meetings.join_online(ctx, people[0], meeting["_id"])
     assert not again["recorded"]
-    result = await checkin.check_in_member(ctx, meeting["_id"], people[0], "mp_code")
+    result = await checkin.check_in_member(ctx, meeting["_id"], people[0], scene=printed(meeting))
     assert result.code == "checked_in"
     stored = await reload(ctx, meeting)
     assert stored["counts"] == {"present": 1, "online": 0, "excused": 0}
@@ -152,7 +157,7 @@ async def test_a_meeting_moved_meanwhile_is_judged_again(ctx, town):
     later = ctx.clock.now() + timedelta(days=1)
     await ctx.db.meetings.update_one({"_id": meeting["_id"]},
                                      {"$set": {"start": later, "end": later + timedelta(hours=1)}})
-    await refused(checkin.check_in_member(ctx, meeting["_id"], people[0], "mp_code"), "checkin_window_closed")
+    await refused(checkin.check_in_member(ctx, meeting["_id"], people[0], scene=printed(meeting)), "checkin_window_closed")
     assert (await reload(ctx, meeting))["attendance"] == {}
 
 
@@ -160,10 +165,10 @@ async def test_a_crowd_scanning_at_once_is_counted_exactly(ctx, town):
     people = await add_people(ctx, town, 30)
     meeting = await live_meeting(ctx, town)
     for member in people[:10]:      # already in before the crowd arrives
-        await checkin.check_in_member(ctx, meeting["_id"], member, "mp_code")
-    crowd = [checkin.check_in_member(ctx, meeting["_id"], m, "mp_code", nonce=f"c{i}")
+        await checkin.check_in_member(ctx, meeting["_id"], member, scene=printed(meeting))
+    crowd = [checkin.check_in_member(ctx, meeting["_id"], m, scene=printed(meeting), nonce=f"c{i}")
              for i, m in enumerate(people)]
-    crowd += [checkin.check_in_member(ctx, meeting["_id"], people[-1], "mp_code", nonce="twice")]
+    crowd += [checkin.check_in_member(ctx, meeting["_id"], people[-1], scene=printed(meeting), nonce="twice")]
     results = await asyncio.gather(*crowd)
     codes = [r.code for r in results]
     assert codes.count("checked_in") == 20 and codes.count("already_checked_in") == 11

@@ -61,4 +61,4 @@ def test_blind_index_is_stable_keyed_and_purpose_specific():
 
 def test_masks():
     assert mask_id_card("350203198503140011") == "3502**********0011"
-    assert mask_phone("13812345678") == "138****5678"
+    assert mask_phone("13812345678") == "*******5678"

@@ -73,8 +73,9 @@ async def test_another_branch_cannot_read_a_meeting_or_its_materials(ctx, town, 
     for url in (f"{API}/{meeting['_id']}", f"{API}/{meeting['_id']}/materials/{entry['file_id']}"):
         answer = await api.get(url, headers=them)
         assert answer.status_code == 403 and answer.json()["error"]["code"] == "out_of_scope", url
-    answer = await api.post(f"{API}/{meeting['_id']}/checkin", headers=them, json={})
-    assert answer.status_code == 403 and answer.json()["error"]["code"] == "out_of_scope"
+    for scan in ({}, {"scene": checkin_codes.mp_scene(meeting)}):  # even with the printed code in hand
+        answer = await api.post(f"{API}/{meeting['_id']}/checkin", headers=them, json=scan)
+        assert answer.status_code == 403 and answer.json()["error"]["code"] == "out_of_scope"
     assert (await api.get(API, headers=them)).json()["items"] == []
     assert (await reload(ctx, meeting))["attendance"] == {}
 
@@ -84,12 +85,13 @@ async def test_check_in_by_code_twice_and_by_retry(ctx, town, api):
     me = await phone(ctx, people[0], "oMp1")
     meeting = await live_meeting(ctx, town)
     url = f"{API}/{meeting['_id']}/checkin"
-    first = await api.post(url, headers={**me, "Idempotency-Key": "scan-7"}, json={"method": "mp_code"})
+    scan = {"method": "mp_code", "scene": checkin_codes.mp_scene(meeting)}
+    first = await api.post(url, headers={**me, "Idempotency-Key": "scan-7"}, json=scan)
     assert first.status_code == 200, first.text
     assert first.json()["code"] == "checked_in" and first.json()["message"].startswith("签到成功")
-    retry = await api.post(url, headers={**me, "Idempotency-Key": "scan-7"}, json={"method": "mp_code"})
+    retry = await api.post(url, headers={**me, "Idempotency-Key": "scan-7"}, json=scan)
     assert retry.json() == first.json()
-    again = await api.post(url, headers=me, json={"method": "mp_code", "nonce": "scan-8"})
+    again = await api.post(url, headers=me, json={**scan, "nonce": "scan-8"})
     assert again.json()["code"] == "already_checked_in" and again.json()["at"] == first.json()["at"]
     assert again.json()["message"].startswith("已签到")
     assert (await reload(ctx, meeting))["counts"]["present"] == 1
@@ -125,7 +127,8 @@ async def test_unbound_or_anonymous_users_are_refused(ctx, town, api):
 async def test_leave_and_online_attendance(ctx, town, api):
     people = await add_people(ctx, town, 2)
     me, other = await phone(ctx, people[0], "oMp1"), await phone(ctx, people[1], "oMp2")
-    future = await planned_meeting(ctx, town, ctx.clock.now() + timedelta(days=1))
+    future = await planned_meeting(ctx, town, ctx.clock.now() + timedelta(days=1),
+                                   online_link="https://meeting.example.org/j/0")
     leave = await api.post(f"{API}/{future['_id']}/leave", headers=me, json={"reason": "出差"})
     assert leave.status_code == 200 and leave.json()["status"] == "pending"
     empty = await api.post(f"{API}/{future['_id']}/leave", headers=me, json={"reason": ""})
@@ -190,8 +193,8 @@ async def test_leave_cannot_be_withdrawn_once_the_meeting_started_or_after_a_che
     future = await planned_meeting(ctx, town, soon)
     await meetings.request_leave(ctx, people[0], future["_id"], "出差")
     await meetings.decide_leave(ctx, town.secretary, future["_id"], people[0]["_id"], True)
-    await checkin.check_in(ctx, future["_id"], people[0], "mp_code",
-                           now=soon - timedelta(minutes=10))  # came after all
+    await checkin.check_in(ctx, future["_id"], people[0], "mp_code", now=soon - timedelta(minutes=10),
+                           proof=checkin.Proof(secret=future["checkin_secret"]))  # came after all
     late = await api.delete(f"{API}/{future['_id']}/leave", headers=me)
     assert late.status_code == 409 and late.json()["error"]["code"] == "leave_not_withdrawable"
     before = await reload(ctx, future)
@@ -202,3 +205,14 @@ async def test_leave_cannot_be_withdrawn_once_the_meeting_started_or_after_a_che
     started = await api.delete(f"{API}/{live['_id']}/leave", headers=me)
     assert started.status_code == 422 and started.json()["error"]["code"] == "leave_too_late"
     assert (await reload(ctx, live))["leave"][str(people[0]["_id"])]["status"] == "pending"
+
+
+async def test_the_api_document_says_what_each_check_in_way_needs(api):
+    paths = (await api.get("/api/v1/openapi.json")).json()["paths"]
+    for path in (f"{API}/checkin", f"{API}/{{meeting_id}}/checkin"):
+        text = paths[path]["post"]["description"]
+        for needed in ('{"token"', '{"scene"', "location", "gcj02", "checkin_proof_required",
+                       "checkin_rotating_only", "checkin_code_invalid", "checkin_too_far", "公众号签到二维码"):
+            assert needed in text, (path, needed)
+    online = paths[f"{API}/{{meeting_id}}/online"]["post"]["description"]
+    assert "meeting_not_online" in online and "meeting_not_in_progress" in online

@@ -25,7 +25,10 @@ async def test_personal_data_is_encrypted_at_rest(ctx, city):
     assert "id_card" not in raw and "phone" not in raw
     shown = members.present(ctx, raw)
     assert shown["id_card_masked"] == fields["id_card"][:4] + "*" * 10 + fields["id_card"][-4:]
-    assert shown["phone_masked"] == fields["phone"][:3] + "****" + fields["phone"][-4:]
+    assert shown["phone_masked"] == "*" * 7 + fields["phone"][-4:]
+    # The birth date is digits 7-14 of the number: a page gets the year only.
+    assert "birth_date" not in shown and shown["birth_year"] == fields["birth_date"][:4]
+    assert not {"id_card_enc", "id_card_bidx", "phone_enc", "phone_bidx"} & set(shown)
 
 
 @pytest.mark.parametrize("override, field", [

@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from wxbackend.settings import DEFAULT_FILE, ConfigError, env_name, load_settings
+from wxbackend.settings import DEFAULT_FILE, URL_SAFE_PASSWORD, ConfigError, env_name, load_settings
 
 
 def prod_env(tmp_path, **extra):
@@ -54,6 +54,10 @@ def test_architecture_setting_names_exist():
     ({"WXB_SECURITY_FIELD_KEY": base64.b64encode(b"short").decode()}, "must decode to 32 bytes"),
     ({"WXB_SECURITY_SECRET_KEY": ""}, "WXB_SECURITY_SECRET_KEY: required"),
     ({"WXB_LOG_FORMAT": "xml"}, "WXB_LOG_FORMAT"),
+    ({"WXB_HTTP_METRICS_NETWORKS": "10.0.0.0/33"}, "WXB_HTTP_METRICS_NETWORKS: '10.0.0.0/33' does not appear"),
+    ({"WXB_HTTP_METRICS_NETWORKS": "127.0.0.0/8,localhost"}, "WXB_HTTP_METRICS_NETWORKS: 'localhost'"),
+    ({"WXB_HTTP_METRICS_NETWORKS": "10.0.0.1/8"}, "WXB_HTTP_METRICS_NETWORKS: 10.0.0.1/8 has host bits set"),
+    ({"WXB_REDIS_EMBEDDED_PASSWORD": "p@ss:word"}, "WXB_REDIS_EMBEDDED_PASSWORD: only letters"),
 ])
 def test_bad_settings_name_the_setting(tmp_path, env, message):
     with pytest.raises(ConfigError) as caught:
@@ -80,6 +84,21 @@ def test_embedded_mode_generates_dev_keys_once(tmp_path):
     assert first.wechat.oa_aes_key == second.wechat.oa_aes_key
     assert len(first.wechat.oa_aes_key) == 43
     assert (tmp_path / "dev-secrets.toml").stat().st_mode & 0o077 == 0
+    # The embedded Redis's password: kept with the keys, usable in a URL as it is.
+    assert first.redis.embedded_password == second.redis.embedded_password
+    assert len(first.redis.embedded_password) >= 32
+    assert URL_SAFE_PASSWORD.fullmatch(first.redis.embedded_password)
+    stored = tomllib.loads((tmp_path / "dev-secrets.toml").read_text())
+    assert stored["redis"]["embedded_password"] == first.redis.embedded_password
+
+
+def test_redis_password_is_kept_only_for_an_embedded_redis(tmp_path):
+    external = load_settings(environ={"WXB_DATA_DIR": str(tmp_path), "WXB_REDIS_URL": "redis://cache:6379/0"})
+    assert external.redis.embedded_password == ""
+    assert "redis" not in tomllib.loads((tmp_path / "dev-secrets.toml").read_text())
+    given = load_settings(environ={"WXB_DATA_DIR": str(tmp_path), "WXB_REDIS_EMBEDDED_PASSWORD": "chosen-pw"})
+    assert given.redis.embedded_password == "chosen-pw"
+    assert "redis" not in tomllib.loads((tmp_path / "dev-secrets.toml").read_text())  # given, not stored
 
 
 def test_production_mode_does_not_invent_secrets(tmp_path):
@@ -87,6 +106,11 @@ def test_production_mode_does_not_invent_secrets(tmp_path):
     del env["WXB_SECURITY_SECRET_KEY"]
     with pytest.raises(ConfigError, match="WXB_SECURITY_SECRET_KEY: required when WXB_MONGODB_URI is set"):
         load_settings(environ=env)
+    assert not (tmp_path / "dev-secrets.toml").exists()
+    # Nor an embedded Redis's password: EmbeddedServers makes one per start, unstored.
+    env["WXB_SECURITY_SECRET_KEY"] = "s" * 40
+    del env["WXB_REDIS_URL"]
+    assert load_settings(environ=env).redis.embedded_password == ""
     assert not (tmp_path / "dev-secrets.toml").exists()
 
 
@@ -109,6 +133,15 @@ def test_cli_check_config_hides_secrets(tmp_path):
     assert "field_key = (set)" in result.stdout
     secrets = tomllib.loads((tmp_path / "dev-secrets.toml").read_text())
     assert secrets["security"]["field_key"] not in result.stdout
+
+
+def test_cli_check_config_hides_the_password_of_a_database_url(tmp_path):
+    result = run_cli(tmp_path, "check-config", **prod_env(
+        tmp_path, WXB_REDIS_URL="redis://:redis-pw-123@10.1.1.1:6379/0",
+        WXB_MONGODB_URI="mongodb://app:mongo-pw-456@10.1.1.2:27017/?replicaSet=rs0"))
+    assert result.returncode == 0, result.stderr
+    assert "redis-pw-123" not in result.stdout and "mongo-pw-456" not in result.stdout
+    assert "redis://:***@10.1.1.1:6379/0" in result.stdout and "mongodb://app:***@10.1.1.2" in result.stdout
 
 
 @pytest.mark.parametrize("command", ["serve", "seed", "import-members", "create-admin", "check-config"])

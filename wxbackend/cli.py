@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -79,12 +80,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _without_password(value: object) -> object:
+    """A URL's password as *** (redis://:pw@host, mongodb://user:pw@host), anything else as it is."""
+    if isinstance(value, str):
+        return re.sub(r"(://[^:/@]*:)[^@/]+@", r"\1***@", value)
+    return value
+
+
 def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
     hidden = ("secret", "key", "token", "password")
     for section, values in settings.as_dict().items():
         print(f"[{section}]")
         for key, value in values.items():
-            shown = "(set)" if value and any(h in key for h in hidden) else repr(value)
+            shown = "(set)" if value and any(h in key for h in hidden) else repr(_without_password(value))
             print(f"  {key} = {shown}")
     mode = "embedded" if settings.embedded_mongo else "production"
     print(f"mode: {mode}")

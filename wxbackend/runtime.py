@@ -1,9 +1,10 @@
 """Starting and stopping what a process needs: database, Redis, context.
 
 ``serve`` starts the embedded servers when their URLs are unset and records
-their addresses in ``<data dir>/embedded.json`` while it runs, so that other
-commands (``seed``, ``import-members``, ``worker``) reuse them instead of
-opening the same storage twice::
+their addresses in ``<data dir>/embedded.json`` (mode 600: the Redis URL carries
+its password) while it runs, so that other commands (``seed``,
+``import-members``, ``worker``) reuse them instead of opening the same storage
+twice::
 
     async with open_runtime(settings, installed.registry(settings)) as rt:
         await do_something(rt.ctx)
@@ -64,14 +65,15 @@ async def open_runtime(settings: Settings, registry: Registry, *,
         mongodb_uri = mongodb_uri or shared["mongodb_uri"]
         redis_url = redis_url or shared["redis_url"]
     if not mongodb_uri or not redis_url:
-        servers = EmbeddedServers(data_dir, mongo=not mongodb_uri, redis=not redis_url).start()
+        servers = EmbeddedServers(data_dir, mongo=not mongodb_uri, redis=not redis_url,
+                                  redis_password=settings.redis.embedded_password or None).start()
         mongodb_uri = mongodb_uri or servers.mongodb_uri
         redis_url = redis_url or servers.redis_url
     state_path = data_dir / STATE_FILE
     try:
         if owner and servers is not None:
-            state_path.write_text(json.dumps({"pid": os.getpid(), "mongodb_uri": mongodb_uri,
-                                              "redis_url": redis_url}))
+            _write_private(state_path, json.dumps({"pid": os.getpid(), "mongodb_uri": mongodb_uri,
+                                                   "redis_url": redis_url}))
         ctx = await AppContext.connect(settings, mongodb_uri, redis_url, registry=registry)
         try:
             await ensure_indexes(ctx.db, registry.models)
@@ -83,6 +85,14 @@ async def open_runtime(settings: Settings, registry: Registry, *,
             state_path.unlink(missing_ok=True)
         if servers is not None:
             servers.stop()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read (the Redis URL carries the password)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file left by an older version keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
 
 
 def install_signal_handlers(stop: Callable[[], None]) -> None:

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import ipaddress
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -27,6 +30,12 @@ DEV_SECRETS_FILE = "dev-secrets.toml"
 
 # Settings that production mode (external MongoDB) refuses to start without.
 REQUIRED_IN_PRODUCTION = (("security", "secret_key"), ("security", "field_key"))
+
+# What an embedded Redis password may hold: RFC 3986's unreserved characters, so it
+# goes into a redis:// URL and redis.conf as it is (arq's from_dsn does not unquote).
+URL_SAFE_PASSWORD = re.compile(r"[A-Za-z0-9._~-]+")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(Exception):
@@ -71,6 +80,26 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=16)
+def parse_networks(value: str, name: str) -> tuple[Network, ...]:
+    """A comma-separated list of networks or addresses (an address is a network of one).
+
+    ``parse_networks("127.0.0.0/8, ::1", "WXB_HTTP_METRICS_NETWORKS")`` gives
+    ``(IPv4Network('127.0.0.0/8'), IPv6Network('::1/128'))``. Host bits ("10.0.0.1/8")
+    are refused rather than masked: such an entry is a typo or a misunderstanding.
+    Cached, so a handler may call it on each request.
+    """
+    networks = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item))
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    return tuple(networks)
 
 
 def decode_key(value: str, name: str, length: int = 32) -> bytes:
@@ -161,6 +190,9 @@ def _fill_dev_secrets(settings: Settings) -> None:
         ("wechat", "mp_appid"): lambda: "wxmini" + secrets.token_hex(6),
         ("wechat", "mp_secret"): lambda: secrets.token_hex(16),
     }
+    if settings.embedded_redis:
+        # Kept, not made anew at each start, so redis-cli -a works across restarts.
+        generated[("redis", "embedded_password")] = lambda: secrets.token_urlsafe(32)
     changed = False
     for (section, key), make in generated.items():
         current = getattr(getattr(settings, section), key)
@@ -190,6 +222,10 @@ def _validate(settings: Settings) -> None:
         for section, key in REQUIRED_IN_PRODUCTION:
             if not getattr(getattr(settings, section), key):
                 raise ConfigError(f"{env_name(section, key)}: required when WXB_MONGODB_URI is set")
+    parse_networks(settings.http.metrics_networks, env_name("http", "metrics_networks"))
+    password = settings.redis.embedded_password
+    if password and not URL_SAFE_PASSWORD.fullmatch(password):
+        raise ConfigError("WXB_REDIS_EMBEDDED_PASSWORD: only letters, digits and -._~ allowed")
     if len(settings.security.secret_key) < 32:
         raise ConfigError("WXB_SECURITY_SECRET_KEY: must be at least 32 characters")
     settings.field_key_bytes()

@@ -30,6 +30,7 @@ from wxbackend import idempotency
 from wxbackend.errors import DomainError, InvalidInput, TooManyRequests, Unauthorized
 from wxbackend.services.accounts import mpsessions
 from wxbackend.services.accounts.mpsessions import MemberSession
+from wxbackend.services.orgs import mpauth
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -43,6 +44,7 @@ class EndpointSpec:
     status: int = 200
     auth: bool = True
     bound: bool = False
+    former_members: bool = False  # with bound: also members who left (their own profile, history)
     idempotent: bool = False
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = ()
@@ -128,6 +130,9 @@ class ApiHandler(JsonHandler):
             raise Unauthorized("token_invalid", "登录已失效，请重新登录")
         if spec.bound and (self.session is None or self.session.member_id is None):
             raise DomainError("not_bound", "请先绑定党员身份", status=403)
+        if spec.bound and self.session.former and not spec.former_members:
+            # A first gate from the session; mpauth.current_member checks the member itself.
+            raise mpauth.inactive_error(self.session.member_state)
 
     def _bearer_token(self) -> str | None:
         header = self.request.headers.get("Authorization", "")
@@ -148,6 +153,8 @@ class ApiHandler(JsonHandler):
             raise _validation_error(exc) from None
         except msgspec.DecodeError:
             raise InvalidInput("invalid_json", "请求内容不是有效的 JSON") from None
+        except UnicodeDecodeError:  # what msgspec raises for bytes that are not UTF-8 inside a string
+            raise InvalidInput("invalid_json", "请求内容应为 UTF-8 编码的 JSON") from None
 
     def parse_query(self, schema: type) -> Any:
         repeated = [k for k, v in self.request.query_arguments.items() if len(v) > 1]
@@ -179,7 +186,7 @@ class ApiHandler(JsonHandler):
             raise InvalidInput("bad_idempotency_key", "Idempotency-Key 应为1-64位字母、数字、下划线或连字符")
         who = self.session.openid if self.session else self.client_ip
         scope = f"{who}\n{self.request.method}\n{self.request.path}"
-        claim = await idempotency.claim_key(self.ctx.redis, scope, key, self.request.body,
+        claim = await idempotency.claim_key(self.ctx.redis, self.ctx.cipher, scope, key, self.request.body,
                                             self.ctx.settings.api.idempotency_ttl_seconds)
         if claim.replay is not None:
             status, body = claim.replay

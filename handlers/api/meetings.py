@@ -9,8 +9,13 @@ member's own branch to which the member is invited are visible::
     GET  /api/v1/meetings/{meeting_id}
     GET  /api/v1/meetings/{meeting_id}/materials/{file_id}
     POST /api/v1/meetings/{meeting_id}/leave      {"reason": "出差"}
-    POST /api/v1/meetings/{meeting_id}/checkin    {"method": "rotating", "token": "...", "nonce": "..."}
+    POST /api/v1/meetings/checkin                 {"scene": "<from the printed code>", "nonce": "..."}
+    POST /api/v1/meetings/{meeting_id}/checkin    {"token": "<the screen's code>", "nonce": "..."}
     POST /api/v1/meetings/{meeting_id}/online
+
+A check-in carries proof of being there (the screen's rotating code or the
+printed code's scene, and the phone's position when the meeting has
+coordinates); the meeting id alone is refused (``checkin_proof_required``).
 """
 
 from __future__ import annotations
@@ -85,6 +90,9 @@ class MeetingDetail(Schema):
     counts: Counts
     checkin_opens_at: str
     can_check_in: bool
+    checkin_rotating_only: Annotated[bool, msgspec.Meta(description="只接受会场屏幕上的动态码（打印的签到码无效）")]
+    checkin_location_required: Annotated[bool, msgspec.Meta(
+        description="签到须同时提交手机位置（wx.getLocation，type 为 gcj02）")]
     leave: LeaveView | None
     comment_count: int
     vote_count: int
@@ -100,9 +108,21 @@ class LeaveRequest(Schema):
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=200, description="请假事由")]
 
 
+class Location(Schema):
+    latitude: Annotated[float, msgspec.Meta(ge=-90, le=90, description="纬度（wx.getLocation，type 为 gcj02）")]
+    longitude: Annotated[float, msgspec.Meta(ge=-180, le=180, description="经度（同上）")]
+
+
+SceneText = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Za-z_.:=-]{1,64}$",
+                                        description="打印的小程序签到码的 scene（页面 onLoad 的 options.scene 解码后原样提交）")]
+TokenText = Annotated[str, msgspec.Meta(max_length=80, description="会场屏幕动态码的内容（wx.scanCode 的 result）")]
+
+
 class CheckinRequest(Schema):
-    method: Literal["mp_code", "rotating"] = "mp_code"
-    token: Annotated[str, msgspec.Meta(max_length=80, description="会场屏幕动态码的内容（rotating）")] | None = None
+    method: Literal["mp_code", "rotating"] | None = None
+    token: TokenText | None = None
+    scene: SceneText | None = None
+    location: Location | None = None
     nonce: NonceText | None = None
 
 
@@ -189,6 +209,8 @@ def detail(handler: ApiHandler, meeting: dict[str, Any], member_id: ObjectId) ->
                       online=counts.get("online", 0), excused=counts.get("excused", 0)),
         checkin_opens_at=iso(opens),
         can_check_in=meetings.can_check_in(handler.ctx, meeting, member_id, now),
+        checkin_rotating_only=bool(meeting.get("rotating_only")),
+        checkin_location_required=bool(meeting.get("geo")),
         leave=leave_view(leave) if leave else None,
         comment_count=meeting.get("comment_count", 0), vote_count=meeting.get("vote_count", 0))
 
@@ -238,15 +260,23 @@ def leave_view(leave: dict[str, Any]) -> LeaveView:
                      reason=leave["reason"], at=iso(leave["at"]))
 
 
-class CheckinHandler(ApiHandler):
-    @endpoint("签到", request=CheckinRequest, response=CheckinView, bound=True, errors=(404, 422),
-              tags=("meetings",),
-              description="扫小程序码（mp_code）或会场屏幕上的动态码（rotating，token 为码的内容）签到。"
-              "同一次扫码请带同一 nonce（或 Idempotency-Key 请求头）：重发得到同一答复，只记一次签到。"
-              "已签到的再次签到答复 already_checked_in 和首次签到时间。")
-    async def post(self, meeting_id: str, body: CheckinRequest) -> CheckinView:
+CHECKIN_WAYS = (
+    "到会凭证（二选一）：① 会场屏幕上的动态码：{\"token\": 扫码结果}，每30秒更换，当前和上一个有效；"
+    "② 打印的小程序签到码：{\"scene\": 页面参数 scene}，书记设为“仅动态码”的会议不接受（checkin_rotating_only）。"
+    "只有会议编号、不带凭证的请求答复 checkin_proof_required；签到码不对或已被书记更换答复 checkin_code_invalid；"
+    "动态码过期答复 checkin_token_expired。会议详情 checkin_location_required 为 true 时须同时提交 location"
+    "（wx.getLocation，type 为 gcj02），缺少答复 checkin_location_required，离会场过远答复 checkin_too_far。"
+    "公众号签到二维码在微信里扫（签到结果由公众号回复），不经本接口；书记代签在管理后台。"
+    "同一次扫码请带同一 nonce（或 Idempotency-Key 请求头）：重发得到同一答复，只记一次签到。"
+    "已签到的再次签到答复 already_checked_in 和首次签到时间。")
+
+
+class CheckinMixin(ApiHandler):
+    async def check_in(self, meeting_id: str | None, body: CheckinRequest) -> CheckinView:
+        location = (body.location.latitude, body.location.longitude) if body.location else None
         result = await checkin.check_in_session(self.ctx, self.session, meeting_id, body.method,
-                                                token=body.token, nonce=self._nonce(body))
+                                                token=body.token, scene=body.scene, location=location,
+                                                nonce=self._nonce(body))
         return CheckinView(code=result.code, message=result.message, at=iso(result.at), how=result.how,
                            how_label=checkin.HOW_LABELS[result.how],
                            meeting=MeetingRef(id=str(result.meeting_id), title=result.title))
@@ -261,9 +291,28 @@ class CheckinHandler(ApiHandler):
         return header
 
 
+class CheckinHandler(CheckinMixin):
+    @endpoint("签到（已知会议）", request=CheckinRequest, response=CheckinView, bound=True, errors=(404, 422),
+              tags=("meetings",),
+              description="在会议页面扫码签到：凭证须属于路径中的会议，否则答复 checkin_code_invalid。" + CHECKIN_WAYS)
+    async def post(self, meeting_id: str, body: CheckinRequest) -> CheckinView:
+        return await self.check_in(meeting_id, body)
+
+
+class ScanCheckinHandler(CheckinMixin):
+    @endpoint("扫码签到", request=CheckinRequest, response=CheckinView, bound=True, errors=(404, 422),
+              tags=("meetings",),
+              description="小程序签到码打开的页面（或扫屏幕动态码后）直接调用：会议由凭证确定，无需会议编号。"
+              + CHECKIN_WAYS)
+    async def post(self, body: CheckinRequest) -> CheckinView:
+        return await self.check_in(None, body)
+
+
 class OnlineHandler(ApiHandler):
     @endpoint("线上参会", response=OnlineView, bound=True, errors=(404, 422), tags=("meetings",),
-              description="会议进行中在小程序打开会议时调用：记为线上参会（已签到、已请假的保持原记录），返回会议链接。")
+              description="只对设有线上会议链接的会议（has_online_link），且只在会议开始到结束之间："
+              "记为线上参会（已签到、已请假的保持原记录），返回会议链接。没有链接答复 meeting_not_online，"
+              "不在会议时间内答复 meeting_not_in_progress。")
     async def post(self, meeting_id: str) -> OnlineView:
         member = await mpauth.current_member(self.ctx, self.session)
         joined = await meetings.join_online(self.ctx, member, meeting_id)
@@ -273,6 +322,7 @@ class OnlineHandler(ApiHandler):
 
 ROUTES = [
     api_route("/api/v1/meetings", MeetingsHandler),
+    api_route("/api/v1/meetings/checkin", ScanCheckinHandler),
     api_route("/api/v1/meetings/{meeting_id}", MeetingHandler, meeting_id=OBJECT_ID),
     api_route("/api/v1/meetings/{meeting_id}/materials/{file_id}", MaterialHandler, meeting_id=OBJECT_ID, file_id=OBJECT_ID),
     api_route("/api/v1/meetings/{meeting_id}/leave", LeaveHandler, meeting_id=OBJECT_ID),

@@ -56,7 +56,7 @@ def build_document(routes: list[ApiRoute]) -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {"title": "党建e家 小程序接口", "version": __version__,
-                 "description": "Mini-program JSON API. Errors: {\"error\": {\"code\", \"message\"}}."},
+                 "description": "Mini-program JSON API. Errors: {\"error\": {\"code\", \"message\"}}. Former members (state not active): tokens revoked on the change; signing in again reaches only GET /api/v1/me (masked) and /api/v1/me/timeline, elsewhere 403 member_inactive."},
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
@@ -80,6 +80,7 @@ def _operation(route: ApiRoute, spec: EndpointSpec, refs: dict, components: dict
         params += [{"name": n, "in": "query", "required": n in required, "schema": s} for n, s in props.items()]
     if spec.idempotent:
         params.append({"name": "Idempotency-Key", "in": "header", "required": False,
+                       "description": "同一编号的重复请求在24小时内返回第一次的结果（服务端加密保存，不重复执行）",
                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}})
     if params:
         op["parameters"] = params

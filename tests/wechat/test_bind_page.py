@@ -143,15 +143,18 @@ async def test_post_without_xsrf_is_refused(ctx, city, browser):
     assert (await members_model.get(ctx.db, member["_id"])).get("oa_openid") is None
 
 
-async def test_bound_elsewhere_and_inactive_get_clear_reasons(ctx, city, browser):
+async def test_bound_elsewhere_and_inactive_answer_as_a_wrong_guess(ctx, city, browser):
+    # A right guess must not be told apart from a wrong one (hole 5 of the review):
+    # the member bound elsewhere and the one who died both get the wrong-guess answer.
     member, form = await member_with_form(ctx, city)
     await binding.bind(ctx, "oa", "o-first", None, form["name"], form["id_card"], form["phone"], "1.1.1.1")
     browser.cookies["wxb_oa_openid"] = openid_cookie(ctx, "o-second")
     response = await browser.post_form(PAGE, form)
-    assert response.status_code == 409 and "已绑定其他微信号" in response.text
+    assert response.status_code == 422 and "还可尝试4次" in response.text
+    assert "已绑定其他微信号" not in response.text
     other, other_form = await member_with_form(ctx, city, "孙丽")
     await members.set_state(ctx, SYSTEM, other["_id"], "deceased")
     response = await browser.post_form(PAGE, other_form)
-    assert response.status_code == 422 and "已去世" in response.text
+    assert response.status_code == 422 and "不一致" in response.text and "已去世" not in response.text
     assert (await members_model.get(ctx.db, other["_id"])).get("oa_openid") is None
     assert (await members_model.get(ctx.db, member["_id"]))["oa_openid"] == "o-first"

@@ -1,8 +1,9 @@
 """The official-account callback: verify, decrypt, dedupe, dispatch, answer in time.
 
 ``GET /wechat/oa`` proves the URL to WeChat (echo ``echostr``); ``POST``
-delivers messages and events in plain mode (``signature``) or safe mode
-(``encrypt_type=aes`` + ``msg_signature``, encrypted answers). The handler in
+delivers messages and events in safe mode (``encrypt_type=aes`` +
+``msg_signature``, encrypted answers) or, only when no EncodingAESKey is
+configured, plain mode (``signature``). The handler in
 ``handlers/wechat_oa.py`` only hands over the query and the body::
 
     echostr = verify_url(ctx, {"signature": ..., "timestamp": ..., "nonce": ..., "echostr": ...})
@@ -16,6 +17,15 @@ more than ``[wechat] callback_budget_seconds`` is answered ``success`` and
 finishes in the background, its reply sent later as a customer-service
 message (:mod:`wxbackend.wechat.budget`, :mod:`wxbackend.wechat.background`). Refused requests raise
 :class:`~wxbackend.wechat.inbound.CallbackError` with the HTTP status to answer.
+
+Who may speak (security hole 2 of the review): plain mode's ``signature``
+covers timestamp and nonce, not the body, so one copied callback URL (an
+access log, a proxy) would let anyone post any message as any openid while
+the timestamp is fresh. Hence: with an AES key, only ``msg_signature``-checked
+ciphertext is accepted (WeChat's compatible mode sends both; its clear fields
+are ignored); each signed ``(timestamp, nonce)`` carries one message only
+(:class:`~wxbackend.wechat.dedup.Delivery`); ``ToUserName`` must be
+``[wechat] oa_original_id`` when that is set.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ from dataclasses import dataclass
 from wxbackend.context import AppContext
 from wxbackend.wechat import background
 from wxbackend.wechat.budget import Budgets
-from wxbackend.wechat.dedup import Claim, Dedup, dedup_key
+from wxbackend.wechat.dedup import Claim, Dedup, Delivery, dedup_key
 from wxbackend.wechat.inbound import (
     CallbackCrypto,
     CallbackError,
@@ -88,23 +98,60 @@ def verify_url(ctx: AppContext, query: Mapping[str, str]) -> str:
     return echostr
 
 
-def check_fresh(ctx: AppContext, timestamp: str) -> None:
+def check_fresh(ctx: AppContext, timestamp: str) -> int:
     """Refuse a signed delivery replayed later than the dedup keys remember it.
 
     WeChat retries within seconds; a captured request sent again after the
     dedup TTL would otherwise run its effects twice. The signature covers the
     timestamp, so it cannot be moved. The window must stay shorter than
     ``dedup_ttl_seconds``: within it dedup catches a replay, beyond it this does.
+
+    Returns how long the delivery's (timestamp, nonce) must be remembered: until
+    the timestamp leaves the window (the dedup TTL when the window is off).
     """
+    if not (timestamp.isascii() and timestamp.isdigit()):
+        raise bad_request("bad_timestamp")
     window = ctx.settings.wechat.callback_max_skew_seconds
     if window <= 0:
-        return
-    try:
-        skew = abs(time.time() - int(timestamp))
-    except ValueError:
-        raise bad_request("bad_timestamp") from None
-    if skew > window:
+        return ctx.settings.wechat.dedup_ttl_seconds
+    # WeChat's signature timestamps are wall-clock seconds, not calendar time: time.time().
+    now = time.time()
+    if abs(now - int(timestamp)) > window:
         raise CallbackError(403, "stale_timestamp")
+    return int(int(timestamp) + window - now) + 1
+
+
+def check_account(ctx: AppContext, msg: Inbound) -> None:
+    """Refuse a message addressed to another official account (ToUserName, gh_...).
+
+    Checked on the message itself (decrypted in safe mode), never on the clear
+    envelope, which nobody signs. An empty ``oa_original_id`` is not checked.
+    """
+    expected = ctx.settings.wechat.oa_original_id
+    if expected and msg.account != expected:
+        raise CallbackError(403, "wrong_account")
+
+
+def verified_message(crypto: CallbackCrypto, query: Mapping[str, str], timestamp: str, nonce: str,
+                     body: bytes) -> str:
+    """The message XML of a delivery, from a part its signature covers."""
+    mode = query.get("encrypt_type", "raw").lower()
+    if crypto.safe_mode:
+        # An EncodingAESKey is set: plain mode's signature leaves the body unsigned,
+        # so only msg_signature over Encrypt authenticates. Compatible mode's
+        # clear fields in the envelope are never read.
+        if mode != "aes":
+            raise CallbackError(403, "safe_mode_required")
+        msg_signature = _param(query, "msg_signature")
+        encrypt = envelope_encrypt(decode_body(body))
+        crypto.check_msg_signature(msg_signature, timestamp, nonce, encrypt)
+        return crypto.decrypt(encrypt)
+    if mode == "aes":
+        raise bad_request("safe_mode_not_configured")
+    if mode != "raw":
+        raise bad_request("unknown_encrypt_type")
+    crypto.check_signature(_param(query, "signature"), timestamp, nonce)
+    return decode_body(body)
 
 
 def check_size(ctx: AppContext, content_length: str | None, body: bytes) -> None:
@@ -125,44 +172,50 @@ async def handle_post(ctx: AppContext, query: Mapping[str, str], body: bytes,
     check_size(ctx, content_length, body)
     timestamp, nonce = _param(query, "timestamp"), _param(query, "nonce")
     crypto = crypto_for(ctx)
-    safe = query.get("encrypt_type", "raw").lower() == "aes"
-    if safe:
-        msg_signature = _param(query, "msg_signature")
-        encrypt = envelope_encrypt(decode_body(body))
-        crypto.check_msg_signature(msg_signature, timestamp, nonce, encrypt)
-        xml = crypto.decrypt(encrypt)
-    else:
-        if query.get("encrypt_type", "raw").lower() != "raw":
-            raise bad_request("unknown_encrypt_type")
-        crypto.check_signature(_param(query, "signature"), timestamp, nonce)
-        xml = decode_body(body)
-    check_fresh(ctx, timestamp)
+    xml = verified_message(crypto, query, timestamp, nonce, body)
+    remember_seconds = check_fresh(ctx, timestamp)
     msg = parse_inbound(xml)
+    check_account(ctx, msg)
+    delivery = Delivery.of(timestamp, nonce, xml, remember_seconds)
     try:
-        reply_xml = await answer(ctx, msg, answer_early)
+        reply_xml = await answer(ctx, msg, answer_early, delivery)
     except AnsweredEarly:
         return None
     if reply_xml is None:
         # "success" needs no encryption even in safe mode (official doc).
         return Answer(SUCCESS)
-    body_out = crypto.encrypt_reply(reply_xml) if safe else reply_xml
+    body_out = crypto.encrypt_reply(reply_xml) if crypto.safe_mode else reply_xml
     return Answer(body_out, "application/xml; charset=UTF-8")
 
 
-async def answer(ctx: AppContext, msg: Inbound, answer_early: Callable[[], None]) -> str | None:
+async def answer(ctx: AppContext, msg: Inbound, answer_early: Callable[[], None],
+                 delivery: Delivery | None = None) -> str | None:
     """The reply XML for ``msg`` (None: "success"), running its effects at most once.
 
     Raises :class:`AnsweredEarly` when the handler ran over budget and
-    ``answer_early`` has sent ``success`` for it.
+    ``answer_early`` has sent ``success`` for it, ``CallbackError`` 403 when
+    ``delivery``'s (timestamp, nonce) already carried another message.
+
+    Retries against nonce reuse: WeChat's retry of a message may come with a
+    new (timestamp, nonce) or, as a resent request, with the same one; either
+    way it is the same message, so it passes and the MsgId dedup answers it
+    with the stored reply. A pair seen with a *different* message is refused
+    before anything is claimed: a signed URL carries one message only, which
+    is what makes a copied plain-mode URL worthless. "Same" is the digest of
+    the message XML (decrypted), so a retry re-encrypted under the same pair
+    still counts as one.
     """
-    router = router_of(ctx)
-    if not router.is_known(msg):
+    known = router_of(ctx).is_known(msg)
+    dedup = Dedup(ctx)
+    # Unhandled messages have nothing to dedupe, but their pair is remembered all the same.
+    key = dedup_key(msg) if known else None
+    state, stored = await dedup.claim(key, delivery)
+    if state is Claim.REUSED:
+        raise CallbackError(403, "nonce_reused")
+    if not known:
         log.info("unhandled official-account message", extra={"fields": {
             "msg_type": msg.msg_type, "event": msg.event or None, "openid": msg.openid}})
         return None
-    key = dedup_key(msg)
-    dedup = Dedup(ctx)
-    state, stored = await dedup.claim(key)
     if state is Claim.DONE:
         return stored
     if state is Claim.PENDING:

@@ -127,6 +127,11 @@ class CallbackCrypto:
         # wechatpy derives (and checks) the key: b64decode(EncodingAESKey + "=").
         self._aes = _SafeModeCipher(WeChatCrypto(token, aes_key, appid).key) if aes_key else None
 
+    @property
+    def safe_mode(self) -> bool:
+        """An EncodingAESKey is configured: deliveries must be encrypted (``msg_signature``)."""
+        return self._aes is not None
+
     def check_signature(self, signature: str, timestamp: str, nonce: str) -> None:
         """Plain mode: sha1(sorted(token, timestamp, nonce))."""
         if not _same(sign(self.token, timestamp, nonce), signature):

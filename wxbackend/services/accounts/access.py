@@ -10,7 +10,7 @@ permissions over its organisation and everything below it. Services ask the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from bson import ObjectId
@@ -35,6 +35,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     }),
     "auditor": frozenset({"org.view", "member.view", "audit.view", "meeting.view", "outbox.view"}),
 }
+
+# Who stands above whom at the *same* organisation when accounts are managed: a
+# committee admin manages its committee's auditor, not a fellow committee admin.
+RANKS: dict[str, int] = {"city_admin": 3, "committee_admin": 2, "secretary": 1, "auditor": 1}
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,16 @@ class Actor:
     def require(self, permission: str, org_ancestors: Iterable[ObjectId]) -> None:
         if not self.can(permission, org_ancestors):
             raise Forbidden("out_of_scope", "无权访问该组织或党员的信息")
+
+    def outranks(self, role: str, org_ancestors: Sequence[ObjectId]) -> bool:
+        """Whether ``admin.manage`` puts the actor above ``role`` held at the organisation
+        whose path is ``org_ancestors``: from an organisation strictly above it, or from
+        the same one with a higher-ranked role. Nobody outranks a peer or themselves."""
+        if self.system:
+            return True
+        path, own = set(org_ancestors), org_ancestors[-1] if org_ancestors else None
+        return any(r.org_id in path and (r.org_id != own or RANKS.get(r.role, 0) > RANKS.get(role, 0))
+                   for r in self.roles if "admin.manage" in PERMISSIONS.get(r.role, ()))
 
     def require_any(self, permission: str) -> list[ObjectId]:
         if self.system:

@@ -1,25 +1,28 @@
 """Management-web users: accounts, password login with lockout, sessions.
 
 Passwords are argon2 hashes, checked in a thread so the event loop keeps
-serving. Sessions are random ids kept (hashed) in Redis with a sliding
-expiry, so any server process can read them and logout revokes at once::
+serving (``passwords``). Every login try is counted before the password is
+checked and refused over the per-name or per-address limit (``lockout``).
+Sessions are random ids kept (hashed) in Redis with a sliding expiry, so any
+server process can read them and logout revokes at once. A session also
+carries the user's *session generation*: raising ``session_gen`` on the user
+(password change or reset, deactivation) ends every session opened before::
 
-    actor = await admins.authenticate(ctx, "admin", "secret", ip="10.0.0.1")
-    sid = await admins.open_session(ctx, actor)
-    actor = await admins.actor_for_session(ctx, sid, ip="10.0.0.1")
+    actor, sid = await admins.login(ctx, "admin", "secret", ip="10.0.0.1")
+    session = await admins.session_for(ctx, sid, ip="10.0.0.1")   # None once ended
+
+Reason codes: ``login_failed`` (401: wrong name or password, or a deactivated
+account, all alike), ``account_locked`` and ``login_rate_limited`` (429).
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import hashlib
 import re
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
@@ -27,43 +30,12 @@ from models import orgs as orgs_model
 from models import users as users_model
 from models.enums import ROLES
 from wxbackend.context import AppContext
-from wxbackend.errors import Conflict, InvalidInput, TooManyRequests, Unauthorized
-from wxbackend.services.accounts import audit
+from wxbackend.errors import Conflict, InvalidInput, Unauthorized
+from wxbackend.services.accounts import audit, lockout, passwords
 from wxbackend.services.accounts.access import Actor, Role
+from wxbackend.services.accounts.passwords import MIN_PASSWORD, hash_password
 
 USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
-MIN_PASSWORD = 10
-
-
-@functools.cache
-def _hasher(time_cost: int, memory_kib: int, parallelism: int) -> tuple[PasswordHasher, str]:
-    """The hasher for the configured cost, with a hash of a random password that
-    an unknown username is verified against, so that it takes as long as a wrong
-    password. Existing hashes carry their own parameters and keep verifying."""
-    hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
-    return hasher, hasher.hash(secrets.token_hex(16))
-
-
-def _hasher_for(ctx: AppContext) -> tuple[PasswordHasher, str]:
-    security = ctx.settings.security
-    return _hasher(security.password_time_cost, security.password_memory_kib,
-                   security.password_parallelism)
-
-
-async def hash_password(ctx: AppContext, password: str) -> str:
-    hasher, _ = _hasher_for(ctx)
-    return await asyncio.get_running_loop().run_in_executor(None, hasher.hash, password)
-
-
-async def _verify(ctx: AppContext, hashed: str | None, password: str) -> bool:
-    hasher, dummy = _hasher_for(ctx)
-
-    def check() -> bool:
-        try:
-            return hasher.verify(hashed or dummy, password) and hashed is not None
-        except (VerificationError, InvalidHashError):
-            return False
-    return await asyncio.get_running_loop().run_in_executor(None, check)
 
 
 def actor_from_user(user: dict[str, Any], ip: str = "") -> Actor:
@@ -104,77 +76,102 @@ async def create_user(ctx: AppContext, actor: Actor, *, username: str, password:
     return doc
 
 
-def _fail_key(username: str) -> str:
-    return f"login:failures:{username.lower()}"
-
-
-def _lock_key(username: str) -> str:
-    return f"login:locked:{username.lower()}"
-
-
 async def authenticate(ctx: AppContext, username: str, password: str, ip: str) -> Actor:
     """The actor for a right password; Unauthorized or TooManyRequests otherwise."""
-    locked_for = await ctx.redis.ttl(_lock_key(username))
-    if locked_for and locked_for > 0:
-        raise TooManyRequests("account_locked", f"登录失败次数过多，账号已锁定，请{(locked_for + 59) // 60}分钟后再试",
-                              retry_after=locked_for)
-    user = await users_model.by_username(ctx.db, username)
-    ok = await _verify(ctx, user["password_hash"] if user else None, password)
-    if not ok or not user or not user.get("active", True):
-        await _count_failure(ctx, user, username, ip)
-        raise Unauthorized("login_failed", "用户名或密码错误")
-    await ctx.redis.delete(_fail_key(username))
-    await users_model.update(ctx.db, user["_id"], {"$set": {"last_login_at": ctx.clock.now()}})
-    actor = actor_from_user(user, ip)
-    await audit.record(ctx, actor, "user.login", "user", user["_id"], username, await _home_path(ctx, user))
+    _, actor = await _check_login(ctx, username, password, ip)
     return actor
 
 
-async def _count_failure(ctx: AppContext, user: dict[str, Any] | None, username: str, ip: str) -> None:
-    security = ctx.settings.security
-    key = _fail_key(username)
-    failures = await ctx.redis.incr(key)
-    await ctx.redis.expire(key, security.login_lockout_seconds)
+async def login(ctx: AppContext, username: str, password: str, ip: str) -> tuple[Actor, str]:
+    """Authenticate and open a session bound to the generation the password was checked at."""
+    user, actor = await _check_login(ctx, username, password, ip)
+    return actor, await open_user_session(ctx, user)
+
+
+async def _check_login(ctx: AppContext, username: str, password: str,
+                       ip: str) -> tuple[dict[str, Any], Actor]:
+    # Counted first: parallel tries cannot overtake the limit, and over it even
+    # the right password is refused. Unknown names take the same path.
+    attempt = await lockout.take_try(ctx, username, ip)
+    user = await users_model.by_username(ctx.db, username)
+    ok = await passwords.verify(ctx, user["password_hash"] if user else None, password)
+    if not ok or not user or not user.get("active", True):
+        await _record_failure(ctx, user, username, ip, attempt)
+        raise Unauthorized("login_failed", "用户名或密码错误")
+    await lockout.succeeded(ctx, attempt)
+    await users_model.update(ctx.db, user["_id"], {"$set": {"last_login_at": ctx.clock.now()}})
+    actor = actor_from_user(user, ip)
+    await audit.record(ctx, actor, "user.login", "user", user["_id"], username, await home_path(ctx, user))
+    return user, actor
+
+
+async def _record_failure(ctx: AppContext, user: dict[str, Any] | None, username: str, ip: str,
+                          attempt: lockout.Try) -> None:
     if user is None:
         return
     who = Actor(id=None, name=username, ip=ip)
-    await audit.record(ctx, who, "user.login_failed", "user", user["_id"], username, await _home_path(ctx, user),
-                       {"failures": failures})
-    if failures >= security.login_max_failures:
-        await ctx.redis.set(_lock_key(username), b"1", ex=security.login_lockout_seconds)
-        await ctx.redis.delete(key)
-        await audit.record(ctx, who, "user.locked", "user", user["_id"], username, await _home_path(ctx, user))
+    path = await home_path(ctx, user)
+    await audit.record(ctx, who, "user.login_failed", "user", user["_id"], username, path,
+                       {"failures": attempt.count})
+    if attempt.used_up:
+        await audit.record(ctx, who, "user.locked", "user", user["_id"], username, path)
 
 
-async def _home_path(ctx: AppContext, user: dict[str, Any]) -> list[ObjectId]:
-    """Login events are filed under the user's first role's organisation."""
+async def home_path(ctx: AppContext, user: dict[str, Any]) -> list[ObjectId]:
+    """Events about a user are filed under the user's first role's organisation."""
     roles = user.get("roles") or []
     org = await orgs_model.get(ctx.db, roles[0]["org_id"]) if roles else None
     return org["org_ancestors"] if org else []
+
+
+# -- sessions ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AdminSession:
+    actor: Actor
+    # A reset password is one-time: the holder must choose their own first.
+    must_change_password: bool
 
 
 def _session_key(sid: str) -> str:
     return "session:" + hashlib.sha256(sid.encode()).hexdigest()
 
 
-async def open_session(ctx: AppContext, actor: Actor) -> str:
+async def open_user_session(ctx: AppContext, user: dict[str, Any]) -> str:
+    """A new session of ``user`` as read: valid until its session generation moves."""
     sid = secrets.token_urlsafe(32)
-    await ctx.redis.set(_session_key(sid), str(actor.id).encode(),
-                        ex=ctx.settings.security.session_ttl_seconds)
+    value = f"{user['_id']}:{user.get('session_gen', 0)}"
+    await ctx.redis.set(_session_key(sid), value.encode(), ex=ctx.settings.security.session_ttl_seconds)
     return sid
 
 
-async def actor_for_session(ctx: AppContext, sid: str, ip: str) -> Actor | None:
+async def open_session(ctx: AppContext, actor: Actor) -> str:
+    user = await users_model.get(ctx.db, actor.id) if actor.id else None
+    if user is None or not user.get("active", True):
+        raise Unauthorized("login_failed", "用户名或密码错误")
+    return await open_user_session(ctx, user)
+
+
+async def session_for(ctx: AppContext, sid: str, ip: str) -> AdminSession | None:
+    """The live session ``sid``; None (and the session dropped) once it has ended."""
     key = _session_key(sid)
     # GETEX reads and slides the expiry in one round trip.
-    user_id = await ctx.redis.getex(key, ex=ctx.settings.security.session_ttl_seconds)
-    if user_id is None:
+    raw = await ctx.redis.getex(key, ex=ctx.settings.security.session_ttl_seconds)
+    if raw is None:
         return None
-    user = await users_model.get(ctx.db, ObjectId(user_id.decode()))
-    if user is None or not user.get("active", True):
+    # Sessions from before generations existed carry no ":gen": generation 0.
+    user_id, _, generation = raw.decode().partition(":")
+    user = await users_model.get(ctx.db, ObjectId(user_id))
+    if (user is None or not user.get("active", True)
+            or int(generation or 0) != user.get("session_gen", 0)):
         await ctx.redis.delete(key)
         return None
-    return actor_from_user(user, ip)
+    return AdminSession(actor_from_user(user, ip), bool(user.get("must_change_password")))
+
+
+async def actor_for_session(ctx: AppContext, sid: str, ip: str) -> Actor | None:
+    session = await session_for(ctx, sid, ip)
+    return session.actor if session else None
 
 
 async def close_session(ctx: AppContext, sid: str) -> None:

@@ -26,8 +26,10 @@ ACTION_LABELS = {
     "member.create": "新增党员", "member.update": "修改党员信息", "member.unmask": "查看完整个人信息",
     "member.import": "导入党员", "member.bind": "绑定微信", "member.unbind": "解除微信绑定",
     "member.state": "变更党员状态",
+    "member.lookup": "按证件号码或手机号码查找党员", "member.duplicate": "录入已登记的身份证号码",
     "user.create": "新建管理员", "user.login": "登录", "user.login_failed": "登录失败",
     "user.locked": "账号锁定",
+    "user.password_change": "修改密码", "user.password_reset": "重置密码", "user.deactivate": "停用账号", "user.reactivate": "启用账号",
     "notice.send": "发布通知公告", "notification.retry": "重新发送消息", "notify.resume": "恢复消息发送",
 }
 

@@ -3,10 +3,15 @@
 WeChat's ``session_key`` never leaves the server: it is kept in Redis beside
 the session, and the phone gets a random token of ours, stored only as its
 hash, with a sliding expiry. Tokens of a member are indexed so that unbinding
-revokes them all::
+and every change of the member's state revoke them all::
 
     token = await open_session(ctx, openid="o1", unionid=None, session_key="...", member_id=None)
     admission = await admit(ctx, ip, token)   # rate counts + the session, one pipelined EVALSHA
+
+A session remembers the member's state when it was opened (``member_state``):
+a member who left (any state but ``active``) still signs in, and the API lets
+that session reach only what former members may see. The state is copied, so
+it is a first gate, not the truth: the member read from the database is.
 """
 
 from __future__ import annotations
@@ -29,6 +34,12 @@ class MemberSession:
     unionid: str | None
     member_id: ObjectId | None
     session_key: str
+    member_state: str = "active"  # the member's state when the session was opened
+
+    @property
+    def former(self) -> bool:
+        """A session opened for a member who had left (not active)."""
+        return self.member_id is not None and self.member_state != "active"
 
 
 def _key(token_hash: str) -> str:
@@ -44,12 +55,12 @@ def hash_token(token: str) -> str:
 
 
 async def open_session(ctx: AppContext, *, openid: str, unionid: str | None, session_key: str,
-                       member_id: ObjectId | None) -> str:
+                       member_id: ObjectId | None, member_state: str = "active") -> str:
     token = secrets.token_urlsafe(32)
     token_hash = hash_token(token)
     ttl = ctx.settings.api.token_ttl_seconds
     fields = {"openid": openid, "unionid": unionid or "", "session_key": session_key,
-              "member_id": str(member_id) if member_id else ""}
+              "member_id": str(member_id) if member_id else "", "member_state": member_state}
     async with ctx.redis.pipeline(transaction=True) as pipe:
         pipe.hset(_key(token_hash), mapping=fields)
         pipe.expire(_key(token_hash), ttl)
@@ -61,11 +72,12 @@ async def open_session(ctx: AppContext, *, openid: str, unionid: str | None, ses
 
 
 async def attach_member(ctx: AppContext, session: MemberSession, member_id: ObjectId) -> None:
-    """After binding: the same token now speaks for the member."""
-    await ctx.redis.hset(_key(session.token_hash), "member_id", str(member_id))
+    """After binding (only active members bind): the same token now speaks for the member."""
+    await ctx.redis.hset(_key(session.token_hash), mapping={"member_id": str(member_id),
+                                                            "member_state": "active"})
     await ctx.redis.sadd(_member_key(member_id), session.token_hash)
     await ctx.redis.expire(_member_key(member_id), ctx.settings.api.token_ttl_seconds)
-    session.member_id = member_id
+    session.member_id, session.member_state = member_id, "active"
 
 
 async def revoke(ctx: AppContext, session: MemberSession) -> None:
@@ -97,6 +109,10 @@ if #KEYS == 0 then return {ip, 0, {}} end
 local session = redis.call('HGETALL', KEYS[1])
 if #session == 0 then return {ip, 0, session} end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
+-- The member's index of tokens slides with them: else a token in daily use outlives
+-- its index, and revoking the member's tokens would miss it.
+local member = redis.call('HGET', KEYS[1], 'member_id')
+if member and member ~= '' then redis.call('EXPIRE', 'mp:member-sessions:' .. member, ARGV[4]) end
 local openid = redis.call('HGET', KEYS[1], 'openid')
 return {ip, hit('rl:api:user:' .. openid .. ':' .. bucket, window), session}
 """
@@ -121,6 +137,8 @@ async def admit(ctx: AppContext, ip: str, token: str | None, window: int = 60) -
     if raw:
         text = {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)}
         member = text.get("member_id")
+        # Sessions opened before states were kept count as active; the database check decides.
         session = MemberSession(token_hash, text["openid"], text.get("unionid") or None,
-                                ObjectId(member) if member else None, text.get("session_key", ""))
+                                ObjectId(member) if member else None, text.get("session_key", ""),
+                                text.get("member_state") or "active")
     return Admission(int(ip_count), int(user_count), session, max(1, window - int(now) % window))

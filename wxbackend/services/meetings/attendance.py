@@ -89,6 +89,9 @@ async def join_online(ctx: AppContext, member: dict[str, Any], meeting_id: str |
                       now: datetime | None = None) -> dict[str, Any]:
     """The member opened the meeting in the mini-program during it: online attendance.
 
+    Only a meeting held online too (it has an online link) and only while it
+    runs: otherwise an online mark would be attendance without being anywhere,
+    and it unlocks comments and votes like presence does.
     Returns ``{"recorded": bool, "mark": {...}, "online_link": ...}``; a member
     already marked (present, excused, online) keeps that mark.
     """
@@ -96,6 +99,8 @@ async def join_online(ctx: AppContext, member: dict[str, Any], meeting_id: str |
     meeting = await for_member(ctx, member, meeting_id, dict(checkin.HEADER_FIELDS))
     if meeting["status"] == "cancelled":
         raise DomainError("meeting_cancelled", f"会议“{meeting['title']}”已取消")
+    if not (meeting.get("online_link") or "").strip():
+        raise DomainError("meeting_not_online", "本次会议没有线上参会方式，请到会场扫码签到")
     if not meeting["start"] <= now <= meeting["end"] or meeting["status"] not in meetings_model.OPEN_STATUSES:
         raise DomainError("meeting_not_in_progress", "会议不在进行中，无法线上参会")
     mark = {"status": "online", "how": "online", "at": now}
@@ -208,8 +213,8 @@ def leave_requests(meeting: dict[str, Any], names: dict[str, str]) -> list[dict[
 
 def detail_fields(member_id: ObjectId) -> dict[str, int]:
     """A meeting as one member may read it: without the other members' marks and requests."""
-    return meetings_model.LIST_FIELDS | {"expected": 1, "agenda": 1, "materials": 1,
-                                         f"attendance.{member_id}": 1, f"leave.{member_id}": 1}
+    return meetings_model.LIST_FIELDS | {"expected": 1, "agenda": 1, "materials": 1, "rotating_only": 1,
+                                         "geo": 1, f"attendance.{member_id}": 1, f"leave.{member_id}": 1}
 
 
 def can_check_in(ctx: AppContext, meeting: dict[str, Any], member_id: ObjectId, now: datetime) -> bool:

@@ -10,7 +10,7 @@ from wxbackend.services.meetings import compliance as compliance_rules
 CAPABILITY = Capability(
     name="meetings",
     models=(meetings, comments, compliance, votes),
-    jobs=(planning.every_minute,),
+    jobs=planning.JOBS,
     chat=chat.CHAT,
     kinds=meeting_notices.kinds,
     subtree_moved=(compliance_rules.subtree_moved,),

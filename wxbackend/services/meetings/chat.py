@@ -48,13 +48,18 @@ async def on_meetings(ctx: AppContext, msg: Inbound) -> Reply:
 
 
 async def oa_scan(ctx: AppContext, openid: str, scene: str, nonce: str) -> str:
-    """The chat answer to a scan of the official-account code ``checkin:<meeting>``."""
+    """The chat answer to a scan of the official-account code ``checkin:<meeting>.<secret>``.
+
+    WeChat delivers the scene of the code actually scanned; its secret is the
+    proof (a code printed before secrets existed, ``checkin:<meeting>``, is refused).
+    """
     member = await binding.member_for(ctx, "oa", openid)
     if member is None:
         return f"您还没有绑定党员身份，绑定后即可扫码签到：{bind_link(ctx)}"
     try:
-        meeting_id = checkin.parse_meeting_id(scene.removeprefix(checkin_codes.SCENE_PREFIX))
-        result = await checkin.check_in(ctx, meeting_id, member, "oa_qr", nonce=nonce)
+        meeting_id, secret = checkin_codes.parse_scene(scene)
+        result = await checkin.check_in(ctx, meeting_id, member, "oa_qr", nonce=nonce,
+                                        proof=checkin.Proof(secret=secret or ""))
     except DomainError as exc:
         return f"签到未成功：{exc.message}"
     return result.message

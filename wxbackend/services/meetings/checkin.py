@@ -1,35 +1,48 @@
 """Meeting check-in: one service behind the ways in, at most one mark per member.
 
+Every way but the secretary's carries proof of being there (:class:`Proof`);
+the meeting id alone, which each invited member's list shows, proves nothing.
 The ways in, each recorded as ``how`` on the mark:
 
-- ``oa_qr``: the official account's temporary QR code (scene ``checkin:<meeting>``),
-  answered in chat (``meetings.chat.oa_scan``);
-- ``mp_code``: the mini-program code of the meeting, which opens a page that calls
-  ``POST /api/v1/meetings/{id}/checkin``;
 - ``rotating``: the code on the secretary's screen, a token that changes every
   ``rotating_step_seconds`` (:mod:`~wxbackend.services.meetings.checkin_codes`),
-  so a photo sent home stops working;
+  so a photo sent home stops working; scanned with the mini-program;
+- ``mp_code``: the printed mini-program code, whose scene carries the meeting's
+  secret; the page it opens posts that scene;
+- ``oa_qr``: the printed official-account QR code (scene
+  ``checkin:<meeting>.<secret>``), answered in chat (``meetings.chat.oa_scan``);
 - ``manual``: the secretary marks someone present (audited).
+
+A meeting marked ``rotating_only`` refuses the printed codes (a printout can be
+photographed; the screen's code cannot be kept). A meeting with coordinates
+(``geo``) wants the phone's position within ``[meetings] checkin_radius_meters``
+as well, so the official-account scan, which has none, is refused there.
 
 Every way ends in :func:`check_in`, whose write is a conditional
 ``update_one``: the filter carries "no mark yet", the open statuses and the
 start and end the rules were checked against, so retries, racing scans and a
 meeting cancelled or moved meanwhile change nothing. Scans arriving together
 share one such write (:mod:`wxbackend.services.meetings.checkin_batch`): a hall of
-members scanning at once is a few writes, not one per member. As pretix's redeem with a
-nonce: the same scan sent twice (same nonce) gets the same answer::
+members scanning at once is a few writes, not one per member. The proof is
+checked against the cached meeting header, so it costs no database round trip.
+As pretix's redeem with a nonce: the same scan sent twice (same nonce) gets the
+same answer::
 
-    result = await check_in(ctx, meeting_id, member, "mp_code", nonce="a1b2")
+    result = await check_in(ctx, meeting_id, member, "mp_code", proof=Proof(secret=s), nonce="a1b2")
     result.code   # "checked_in" | "already_checked_in"; result.at is the first time
 
 Refusals are :class:`~wxbackend.errors.DomainError` with codes
 ``meeting_not_found``, ``meeting_cancelled``, ``meeting_not_open``,
 ``checkin_window_closed``, ``checkin_not_expected``, ``out_of_scope``,
-``not_bound``, ``member_inactive``, ``checkin_token_invalid``, ``checkin_token_expired``.
+``not_bound``, ``member_inactive``, ``checkin_proof_required``,
+``checkin_token_invalid``, ``checkin_token_expired``, ``checkin_code_invalid``,
+``checkin_rotating_only``, ``checkin_location_required``, ``checkin_too_far``.
 """
 
 from __future__ import annotations
 
+import hmac
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -52,8 +65,7 @@ from wxbackend.errors import (
 )
 from wxbackend.services.accounts import audit, mpsessions
 from wxbackend.services.accounts.access import Actor
-from wxbackend.services.meetings import checkin_batch
-from wxbackend.services.meetings.checkin_codes import verify_token
+from wxbackend.services.meetings import checkin_batch, checkin_codes
 
 # How long a process trusts its copy of a meeting's check-in rules (seconds).
 # The write re-checks status, start and end, so only audience edits can lag by this much.
@@ -62,6 +74,8 @@ HEADER_TTL = 2.0
 HEADERS_KEPT = 1000
 HEADER_FIELDS = {"org_id": 1, "org_ancestors": 1, "title": 1, "status": 1, "start": 1, "end": 1,
                  "expected": 1, "allow_branch_members": 1, "online_link": 1}
+# What the proof is checked against; kept apart so HEADER_FIELDS' users never read the secret.
+PROOF_FIELDS = {"checkin_secret": 1, "rotating_only": 1, "geo": 1}
 HOW_LABELS = {"oa_qr": "公众号扫码", "mp_code": "小程序码", "rotating": "现场动态码",
               "manual": "书记代签", "online": "线上参会", "leave": "请假"}
 # A physical check-in replaces these marks (a member on leave or online who came after all).
@@ -83,6 +97,15 @@ class CheckinResult:
         if self.code == "checked_in":
             return f"签到成功：{self.title}（{local}）"
         return f"已签到：{self.title}，首次签到时间 {local}"
+
+
+@dataclass(frozen=True)
+class Proof:
+    """What a member shows to be at the meeting: one code, and where the phone is if asked."""
+
+    token: str | None = None                      # the rotating code on the screen
+    secret: str | None = None                     # the secret a printed code's scene carries
+    location: tuple[float, float] | None = None   # (latitude, longitude), GCJ-02 as wx.getLocation
 
 
 def parse_meeting_id(raw: str | ObjectId) -> ObjectId:
@@ -116,7 +139,7 @@ class CheckinState:
         async def headers(ids: list[Any]) -> dict[Any, Any]:
             found = {}
             for meeting_id in ids:  # almost always one: the meeting being scanned into
-                doc = await meetings_model.get(ctx.db, meeting_id, HEADER_FIELDS)
+                doc = await meetings_model.get(ctx.db, meeting_id, HEADER_FIELDS | PROOF_FIELDS)
                 if doc is not None:
                     doc["expected_set"] = frozenset(doc.get("expected") or ())
                     self.headers[meeting_id] = found[meeting_id] = doc
@@ -163,10 +186,53 @@ def check_rules(ctx: AppContext, meeting: dict[str, Any], member: dict[str, Any]
         raise DomainError("checkin_window_closed", "会议已结束，签到已关闭")
 
 
+EARTH_RADIUS_M = 6_371_008.8
+
+
+def distance_m(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Great-circle (haversine) distance in metres between two (latitude, longitude) points."""
+    lat1, lng1, lat2, lng2 = map(math.radians, (*a, *b))
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lng2 - lng1) / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
+
+
+def check_proof(ctx: AppContext, meeting: dict[str, Any], how: str, proof: Proof | None,
+                now: datetime) -> None:
+    """Raise unless ``proof`` shows the member is at this meeting (CPU only: the header has it all)."""
+    if how == "manual":
+        return  # the secretary's own act, audited
+    proof = proof or Proof()
+    if how == "rotating":
+        if not proof.token or checkin_codes.verify_token(ctx, proof.token, now) != meeting["_id"]:
+            raise checkin_codes.token_invalid()
+    else:
+        if meeting.get("rotating_only"):
+            raise DomainError("checkin_rotating_only", "本次会议只接受会场屏幕上的动态签到码，请扫描屏幕上的二维码")
+        if proof.secret is None and how == "mp_code":
+            raise DomainError("checkin_proof_required", "请扫描会场的签到码签到")
+        stored = meeting.get("checkin_secret")
+        if not stored or not proof.secret or not hmac.compare_digest(stored.encode(), proof.secret.encode()):
+            raise checkin_codes.code_invalid()
+    place = meeting.get("geo")
+    if place:
+        if how == "oa_qr":
+            raise DomainError("checkin_location_required",
+                              "本次会议需定位签到，请用微信小程序扫描会场的小程序签到码或屏幕动态码")
+        if proof.location is None:
+            raise DomainError("checkin_location_required", "本次会议需定位签到，请允许小程序获取您的位置后重新扫码")
+        radius = ctx.settings.meetings.checkin_radius_meters
+        if distance_m((place["lat"], place["lng"]), proof.location) > radius:
+            raise DomainError("checkin_too_far", f"您不在会场附近（{radius}米内），无法签到")
+
+
 async def check_in(ctx: AppContext, meeting_id: ObjectId, member: dict[str, Any], how: str, *,
-                   nonce: str | None = None, by: Actor | None = None,
+                   proof: Proof | None = None, nonce: str | None = None, by: Actor | None = None,
                    now: datetime | None = None) -> CheckinResult:
-    """Record ``member`` present at the meeting, once; see the module docstring."""
+    """Record ``member`` present at the meeting, once; see the module docstring.
+
+    Every way but ``manual`` needs ``proof`` (checked after the rules, so a
+    member early or of another branch hears that first).
+    """
     assert how in meetings_model.CHECKIN_HOWS
     now = now or ctx.clock.now()
     # BSON keeps milliseconds: answer with the time a later read will show.
@@ -174,6 +240,7 @@ async def check_in(ctx: AppContext, meeting_id: ObjectId, member: dict[str, Any]
     for fresh in (False, True):
         meeting = await _header(ctx, meeting_id, fresh=fresh)
         check_rules(ctx, meeting, member, now)
+        check_proof(ctx, meeting, how, proof, now)
         mark: dict[str, Any] = {"status": "present", "how": how, "at": now}
         if nonce:
             mark["nonce"] = nonce
@@ -222,18 +289,37 @@ async def _upgrade(ctx: AppContext, meeting: dict[str, Any], member_id: ObjectId
 
 # -- the ways in --------------------------------------------------------------------
 
-async def check_in_member(ctx: AppContext, meeting_id: str | ObjectId, member: dict[str, Any],
-                          how: str, *, token: str | None = None, nonce: str | None = None,
+async def check_in_member(ctx: AppContext, meeting_id: str | ObjectId | None, member: dict[str, Any],
+                          how: str | None = None, *, token: str | None = None, scene: str | None = None,
+                          location: tuple[float, float] | None = None, nonce: str | None = None,
                           now: datetime | None = None) -> CheckinResult:
-    """The mini-program's check-in: ``mp_code`` or ``rotating`` (which needs ``token``)."""
-    meeting_id = parse_meeting_id(meeting_id)
+    """The mini-program's check-in: the screen's ``token`` (rotating) or a printed code's ``scene`` (mp_code).
+
+    ``how`` may be left out (the proof says which); ``meeting_id`` too, when
+    the request names no meeting: the token or scene does.
+    """
     now = now or ctx.clock.now()
-    if how == "rotating":
-        if not token or verify_token(ctx, token, now) != meeting_id:
-            raise DomainError("checkin_token_invalid", "签到码无效，请扫描会场屏幕上的二维码")
-    elif how != "mp_code":
+    if how is None:
+        if token and scene:
+            raise InvalidInput("checkin_method_invalid", "一次只能出示一个签到码")
+        # Nothing shown: judged as a printed code without its scene, refused after the rules.
+        how = "rotating" if token else "mp_code"
+    if how not in ("rotating", "mp_code"):
         raise InvalidInput("checkin_method_invalid", "签到方式无效")
-    return await check_in(ctx, meeting_id, member, how, nonce=nonce, now=now)
+    secret = None
+    if how == "mp_code" and scene is not None:
+        scene_meeting, secret = checkin_codes.parse_scene(scene)
+        secret = secret or ""  # a code printed before secrets existed: shown, but replaced
+        if meeting_id is not None and scene_meeting != parse_meeting_id(meeting_id):
+            raise checkin_codes.code_invalid()  # another meeting's code
+        meeting_id = scene_meeting
+    elif meeting_id is None:
+        if how == "mp_code":
+            raise DomainError("checkin_proof_required", "请扫描会场的签到码签到")
+        meeting_id = checkin_codes.verify_token(ctx, token or "", now)
+    return await check_in(ctx, parse_meeting_id(meeting_id), member, how, nonce=nonce, now=now,
+                          proof=Proof(token=token if how == "rotating" else None, secret=secret,
+                                      location=location))
 
 
 # What the rules need of a member; loaded for many concurrent scans at once.
@@ -242,8 +328,10 @@ MEMBER_FIELDS = {"name": 1, "state": 1, "org_id": 1, "mp_openid": 1, "oa_openid"
 MEMBER_BATCH = 40
 
 
-async def check_in_session(ctx: AppContext, session: Any, meeting_id: str | ObjectId, how: str, *,
-                           token: str | None = None, nonce: str | None = None) -> CheckinResult:
+async def check_in_session(ctx: AppContext, session: Any, meeting_id: str | ObjectId | None,
+                           how: str | None = None, *, token: str | None = None, scene: str | None = None,
+                           location: tuple[float, float] | None = None,
+                           nonce: str | None = None) -> CheckinResult:
     """The mini-program's check-in for a bound session (``mpsessions.MemberSession``).
 
     The member is read fresh, but together with the other scans of the moment
@@ -253,7 +341,8 @@ async def check_in_session(ctx: AppContext, session: Any, meeting_id: str | Obje
     if member is None or member.get("mp_openid") != session.openid:
         await mpsessions.revoke(ctx, session)
         raise Unauthorized("token_invalid", "登录已失效，请重新登录")
-    return await check_in_member(ctx, meeting_id, member, how, token=token, nonce=nonce)
+    return await check_in_member(ctx, meeting_id, member, how, token=token, scene=scene,
+                                 location=location, nonce=nonce)
 
 
 async def manual_check_in(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId,

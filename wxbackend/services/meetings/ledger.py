@@ -15,19 +15,16 @@ point-lookup query for the members involved::
 from __future__ import annotations
 
 import asyncio
-import io
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
-from openpyxl import Workbook
-from openpyxl.styles import Alignment, Font
-from openpyxl.utils import get_column_letter
 
 from models import meetings as meetings_model
 from models import members as members_model
 from models.enums import MEETING_STATUSES, MEETING_TYPES
+from wxbackend import spreadsheet
 from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
 from wxbackend.services import meetings, orgs
@@ -192,20 +189,6 @@ def _local(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     return value.astimezone(SHANGHAI).strftime(fmt) if value else ""
 
 
-def _sheet(book: Workbook, title: str, header: list[str], rows: list[list[Any]],
-           widths: list[int], first: bool = False) -> None:
-    sheet = book.active if first else book.create_sheet()
-    sheet.title = title
-    sheet.append(header)
-    for cell in sheet[1]:
-        cell.font = Font(bold=True)
-    for row in rows:
-        sheet.append(row)
-    for i, width in enumerate(widths, start=1):
-        sheet.column_dimensions[get_column_letter(i)].width = width
-    sheet.freeze_panes = "A2"
-
-
 async def export_xlsx(ctx: AppContext, actor: Actor, org_id: ObjectId | str, month_key: str) -> tuple[str, bytes]:
     """(file name, .xlsx bytes) of a branch's month: meetings, attendance, minutes."""
     book_data = await month(ctx, actor, org_id, month_key)
@@ -222,23 +205,22 @@ async def export_xlsx(ctx: AppContext, actor: Actor, org_id: ObjectId | str, mon
 
 
 def _workbook(full: list[dict[str, Any]], names: dict[ObjectId, str]) -> bytes:
-    book = Workbook()
-    _sheet(book, "会议台账", ["日期", "时间", "会议类型", "会议名称", "主题", "地点", "状态", "应到", "出席",
-                          "线上", "请假", "缺席", "出勤率", "会议记录", "材料", "心得", "表决"],
-           [_meeting_row(m) for m in full], [12, 12, 12, 28, 24, 16, 8, 6, 6, 6, 6, 6, 8, 40, 24, 6, 6], first=True)
-    _sheet(book, "出勤明细", ["日期", "会议名称", "党员", "出勤情况", "签到方式", "签到时间", "请假事由"],
-           [[_local(m["start"], "%Y-%m-%d"), m["title"], r.name, r.label, HOW_LABELS.get(r.how, r.how),
-             _local(r.at), r.reason] for m in full for r in attendance_rows(m, names)],
-           [12, 28, 12, 10, 12, 18, 30])
-    _sheet(book, "会议记录", ["日期", "会议名称", "记录人", "确认人", "会议记录（含修正）"],
-           [[_local(m["start"], "%Y-%m-%d"), m["title"], (m.get("minutes") or {}).get("recorded_by", ""),
-             (m.get("minutes") or {}).get("confirmed_by", ""), meetings.current_minutes(m)] for m in full],
-           [12, 28, 12, 12, 80])
-    for cell in book["会议记录"]["E"]:
-        cell.alignment = Alignment(wrap_text=True, vertical="top")
-    out = io.BytesIO()
-    book.save(out)
-    return out.getvalue()
+    # Titles, places, names, leave reasons, minutes and file names are typed by
+    # secretaries and members: spreadsheet.sheet writes them as text, never formulas.
+    book = spreadsheet.new_book()
+    spreadsheet.sheet(book, "会议台账", ["日期", "时间", "会议类型", "会议名称", "主题", "地点", "状态", "应到",
+                                     "出席", "线上", "请假", "缺席", "出勤率", "会议记录", "材料", "心得", "表决"],
+                      [_meeting_row(m) for m in full],
+                      [12, 12, 12, 28, 24, 16, 8, 6, 6, 6, 6, 6, 8, 40, 24, 6, 6], first=True)
+    spreadsheet.sheet(book, "出勤明细", ["日期", "会议名称", "党员", "出勤情况", "签到方式", "签到时间", "请假事由"],
+                      [[_local(m["start"], "%Y-%m-%d"), m["title"], r.name, r.label, HOW_LABELS.get(r.how, r.how),
+                        _local(r.at), r.reason] for m in full for r in attendance_rows(m, names)],
+                      [12, 28, 12, 10, 12, 18, 30])
+    spreadsheet.sheet(book, "会议记录", ["日期", "会议名称", "记录人", "确认人", "会议记录（含修正）"],
+                      [[_local(m["start"], "%Y-%m-%d"), m["title"], (m.get("minutes") or {}).get("recorded_by", ""),
+                        (m.get("minutes") or {}).get("confirmed_by", ""), meetings.current_minutes(m)] for m in full],
+                      [12, 28, 12, 12, 80], wrap=(5,))
+    return spreadsheet.save(book)
 
 
 def _meeting_row(m: dict[str, Any]) -> list[Any]:

@@ -26,7 +26,7 @@ from wxbackend.errors import Conflict, DomainError, InvalidInput, NotFound
 from wxbackend.services import orgs
 from wxbackend.services.accounts import audit
 from wxbackend.services.accounts.access import Actor
-from wxbackend.services.meetings import checkin, compliance, meeting_notices
+from wxbackend.services.meetings import checkin, compliance, meeting_notices, printed_codes
 from wxbackend.services.meetings.rules import (
     CANCELLABLE,
     EDITABLE,
@@ -132,6 +132,8 @@ async def update(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId,
     if updated is None:
         raise Conflict("meeting_changed", "会议刚被他人修改，请刷新后重试")
     checkin.forget(ctx, meeting["_id"])
+    if updated["status"] == "planned" and updated["end"] > meeting["end"]:
+        await printed_codes.queue_codes(ctx, updated)  # the official-account code must outlive the end
     changed = [f for f in NOTICE_FIELDS if meeting.get(f) != updated.get(f)]
     await audit.record(ctx, actor, "meeting.update", "meeting", meeting["_id"], updated["title"],
                        updated["org_ancestors"], {"fields": sorted(k for k in clean if meeting.get(k) != clean[k])})
@@ -141,7 +143,12 @@ async def update(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId,
 
 
 async def publish(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId) -> dict[str, Any]:
-    """draft -> planned: fix the expected attendees and notify each of them."""
+    """draft -> planned: fix the expected attendees, notify each of them, have the codes made.
+
+    The printed check-in codes are made by a job (WeChat calls, quota), never
+    by a page that shows them; a draft saved before meetings had a secret gets
+    one here.
+    """
     meeting = await view(ctx, actor, meeting_id)
     actor.require("meeting.manage", meeting["org_ancestors"])
     now = ctx.clock.now()
@@ -154,10 +161,12 @@ async def publish(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId) -> 
     published = await meetings_model.update_if(
         ctx.db, meeting["_id"], {"status": "draft"},
         {"$set": {"status": "planned", "published_at": now, "updated_at": now,
-                  "expected": expected, "expected_count": len(expected)}})
+                  "expected": expected, "expected_count": len(expected),
+                  "checkin_secret": meeting.get("checkin_secret") or meetings_model.new_checkin_secret()}})
     if published is None:
         raise Conflict("meeting_not_draft", "会议已发布或已取消")
     checkin.forget(ctx, meeting["_id"])
+    await printed_codes.queue_codes(ctx, published)
     await audit.record(ctx, actor, "meeting.publish", "meeting", meeting["_id"], meeting["title"],
                        meeting["org_ancestors"], {"expected": len(expected)})
     await meeting_notices.send(ctx, published, "meeting_published")
@@ -250,3 +259,7 @@ async def of_month(ctx: AppContext, actor: Actor, org_id: str | ObjectId,
     org = await orgs.view(ctx, actor, org_id)
     actor.require("meeting.view", org["org_ancestors"])
     return org, await meetings_model.in_org_month(ctx.db, org["_id"], month)
+
+
+# The capability's jobs (capability.py lists them).
+JOBS = (every_minute, printed_codes.make_codes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +26,7 @@ MAX_DURATION = timedelta(days=3)
 FIELD_LABELS = {"title": "会议名称", "topic": "会议主题", "agenda": "议程", "place": "地点",
                 "online_link": "线上会议链接", "type": "会议类型", "start": "开始时间", "end": "结束时间",
                 "reminder_minutes": "提前提醒", "audience": "参会范围", "group_id": "党小组",
-                "member_ids": "参会党员"}
+                "member_ids": "参会党员", "latitude": "会场纬度", "longitude": "会场经度"}
 # Fields whose change is worth telling the attendees about.
 NOTICE_FIELDS = ("start", "end", "place", "online_link")
 
@@ -101,6 +102,8 @@ def validate_fields(raw: dict[str, Any]) -> dict[str, Any]:
     if link and not link.startswith(("https://", "http://")):
         errors.append(FieldError("online_link", "线上会议链接应以 https:// 开头"))
     clean["allow_branch_members"] = bool(raw.get("allow_branch_members"))
+    clean["rotating_only"] = bool(raw.get("rotating_only"))
+    clean["geo"] = _geo(raw, errors)
     reminder = raw.get("reminder_minutes")
     try:
         clean["reminder_minutes"] = int(reminder) if reminder not in (None, "") else None
@@ -111,6 +114,33 @@ def validate_fields(raw: dict[str, Any]) -> dict[str, Any]:
     clean["audience"] = _audience(raw, errors)
     raise_field_errors(errors)
     return clean
+
+
+def _coordinate(raw: dict[str, Any], name: str, limit: float, errors: list[FieldError]) -> float | None:
+    value = raw.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        number = math.nan
+    if not -limit <= number <= limit:  # NaN fails too
+        errors.append(FieldError(name, f"应为-{limit:g}到{limit:g}之间的数"))
+        return None
+    return round(number, 6)  # ~0.1 m: more is noise
+
+
+def _geo(raw: dict[str, Any], errors: list[FieldError]) -> dict[str, float] | None:
+    """The meeting place's coordinates (GCJ-02, as Tencent maps and wx.getLocation give them), or None.
+
+    Set, they make every member's check-in carry the phone's position.
+    """
+    given = {name: raw.get(name) not in (None, "") for name in ("latitude", "longitude")}
+    lat = _coordinate(raw, "latitude", 90, errors)
+    lng = _coordinate(raw, "longitude", 180, errors)
+    if given["latitude"] != given["longitude"]:
+        errors.append(FieldError("longitude" if given["latitude"] else "latitude", "经纬度应同时填写"))
+    return {"lat": lat, "lng": lng} if lat is not None and lng is not None else None
 
 
 def _audience(raw: dict[str, Any], errors: list[FieldError]) -> dict[str, Any]:

@@ -15,14 +15,26 @@ Rules:
   optional on the form *unless the record has one*, in which case it must
   match too. Whatever part is wrong, the answer is the same (no hint which
   part matched), and it costs one try.
-- ``[wechat] bind_max_failures`` wrong tries lock binding for that openid for
-  ``bind_lockout_seconds`` (Redis counter, taken *before* checking, so
-  parallel guesses cannot exceed the limit). Malformed input (a number that is
-  not an ID-card number) is refused without costing a try: it reveals nothing.
+- A right identity that cannot bind (the member is bound to another WeChat
+  account on this channel, or no longer ``active``) gets exactly the answer of
+  a wrong one and costs a try too: otherwise the answer would confirm a guessed
+  ID-card number. When the member is bound elsewhere, their secretaries are
+  told (a member who changed phones needs the old binding removed; anybody
+  else has the member's data).
+- Tries are limited per openid, per address, per name and city-wide
+  (:mod:`.bind_limits`), counted *before* checking so that parallel guesses
+  cannot exceed a limit. When a name's limit locks, the secretaries of the
+  members of that name are told. Malformed input (a number that is not an
+  ID-card number) is refused without costing a try: it reveals nothing.
+- A WeChat account already bound answers about its own member only (no try,
+  no lookup of the form's number), so it cannot probe other records either.
 - One openid per member and one member per openid: conditional updates (set
   only where the field is absent) plus the unique sparse indexes.
-- Only members in state ``active`` can bind.
 - Binding and unbinding are audited (never with the ID-card number).
+
+The secretaries are told by the notifications capability, which lies above
+this one: binding queues the job ``binding_alert`` by name (declared in
+:mod:`wxbackend.services.notify.binding_notices`), with member ids only.
 
 The follow state of the official account lives here too: a bound member's on
 the member document, an unbound follower's in ``wechat_followers``.
@@ -40,6 +52,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date
@@ -52,19 +65,22 @@ from pymongo.errors import DuplicateKeyError
 from models import members as members_model
 from models import wechat as followers_model
 from models.enums import MEMBER_STATES
+from wxbackend import jobs
+from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
-from wxbackend.errors import Conflict, DomainError, InvalidInput, TooManyRequests
+from wxbackend.errors import Conflict, DomainError, InvalidInput
 from wxbackend.idcard import parse_id_card
 from wxbackend.services.accounts import audit, mpsessions
 from wxbackend.services.accounts.access import Actor
-from wxbackend.services.orgs import members
+from wxbackend.services.orgs import bind_limits, members, orgtree
 
 log = logging.getLogger(__name__)
 
 CHANNELS = {"oa": "oa_openid", "mp": "mp_openid"}
 CHANNEL_LABELS = {"oa": "公众号", "mp": "小程序"}
-FAIL_KEY = "wx:bind:fail:{channel}:{openid}"
 PHONE = re.compile(r"^1[3-9]\d{9}$")
+# The separators of names written in two parts (阿依古丽·买买提) as people type them.
+NAME_DOTS = str.maketrans({c: "·" for c in "•・∙⋅‧."})
 IDENTITY_GENERATION = "wx:bind:generation"
 # How long a process trusts its identity cache without asking Redis, how long an
 # entry lives at most, and how many entries a process keeps (seconds, seconds, count).
@@ -74,7 +90,10 @@ IDENTITY_MAX = 50_000
 # What chat replies need of a member; the cache holds no personal data.
 IDENTITY_FIELDS = ("_id", "name", "state", "party_status", "org_id", "org_ancestors",
                    "oa_openid", "mp_openid")
-MISMATCH = "姓名、身份证号码或手机号码与党员档案不一致（档案中登记了手机号码的，须填写该号码）"
+# The job of the notifications capability that tells secretaries (queued by name: that
+# capability lies above this one), and how many members of one name it tells about.
+ALERT_JOB = "binding_alert"
+NAMESAKES_MAX = 10
 
 
 def openid_field(channel: str) -> str:
@@ -89,11 +108,19 @@ def _check_openid(openid: str) -> str:
     return openid
 
 
+def clean_name(raw: str) -> str:
+    """A name as compared and counted: width-folded, without spaces, one kind of middle dot."""
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", raw or "")).translate(NAME_DOTS)
+
+
 def _clean_form(name: str, id_card: str, phone: str, today: date) -> tuple[str, str, str]:
     """Normalise the form; malformed input is refused without costing a try."""
-    name = re.sub(r"\s+", "", name or "")
+    name = clean_name(name)
     if not name or len(name) > 30:
         raise InvalidInput("bind_name", "请填写姓名")
+    # Invisible characters would make one name many for the per-name limit.
+    if any(unicodedata.category(c).startswith("C") for c in name):
+        raise InvalidInput("bind_name", "姓名中含有无法识别的字符")
     card = parse_id_card(id_card or "", today=today).number
     phone = re.sub(r"[\s-]", "", phone or "")
     if phone and not PHONE.match(phone):
@@ -102,48 +129,17 @@ def _clean_form(name: str, id_card: str, phone: str, today: date) -> tuple[str, 
 
 
 def _matches(ctx: AppContext, member: dict[str, Any], name: str, phone: str) -> bool:
-    if re.sub(r"\s+", "", member.get("name") or "") != name:
+    if clean_name(member.get("name") or "") != name:
         return False
     if member.get("phone_bidx"):
         return bool(phone) and ctx.cipher.blind_index(phone, "phone") == member["phone_bidx"]
     return True
 
 
-# -- the lockout counter -------------------------------------------------------
-
-def _fail_key(channel: str, openid: str) -> str:
-    return FAIL_KEY.format(channel=channel, openid=openid)
-
-
-def _locked(ttl: int) -> TooManyRequests:
-    minutes = max(1, (ttl + 59) // 60)
-    return TooManyRequests("bind_locked", f"尝试次数过多，绑定已锁定，请{minutes}分钟后再试",
-                           retry_after=max(ttl, 1))
-
-
-async def _take_try(ctx: AppContext, channel: str, openid: str) -> int:
-    """Count this try before checking; refuse when the tries are used up."""
-    settings = ctx.settings.wechat
-    key = _fail_key(channel, openid)
-    async with ctx.redis.pipeline(transaction=True) as pipe:
-        # SET NX EX then INCR: the window starts with the first try, atomically.
-        pipe.set(key, 0, nx=True, ex=settings.bind_lockout_seconds)
-        pipe.incr(key)
-        pipe.ttl(key)
-        _, count, ttl = await pipe.execute()
-    if count > settings.bind_max_failures:
-        raise _locked(ttl)
-    return count
-
-
-async def _wrong_try(ctx: AppContext, channel: str, openid: str, count: int) -> DomainError:
-    settings = ctx.settings.wechat
-    remaining = settings.bind_max_failures - count
-    if remaining <= 0:
-        # The lock lasts the full period from the last wrong try.
-        await ctx.redis.expire(_fail_key(channel, openid), settings.bind_lockout_seconds)
-        return _locked(settings.bind_lockout_seconds)
-    return DomainError("bind_mismatch", f"{MISMATCH}。还可尝试{remaining}次")
+def _inactive(member: dict[str, Any]) -> DomainError:
+    label = MEMBER_STATES.get(member["state"], member["state"])
+    return DomainError("member_inactive",
+                       f"您的党员档案状态为“{label}”，不能绑定。如有疑问请联系所在党支部。")
 
 
 # -- bind / unbind ---------------------------------------------------------------
@@ -154,28 +150,80 @@ async def bind(ctx: AppContext, channel: str, openid: str, unionid: str | None, 
     field = openid_field(channel)
     openid = _check_openid(openid)
     name, card, phone = _clean_form(name, id_card, phone, ctx.clock.today())
-    count = await _take_try(ctx, channel, openid)
-    member = await members_model.by_id_card(ctx.db, ctx.cipher.blind_index(card, "id_card"))
-    if member is None or not _matches(ctx, member, name, phone):
-        raise await _wrong_try(ctx, channel, openid, count)
-    # Identity proven: what follows is not guessing, so the tries start afresh.
-    await ctx.redis.delete(_fail_key(channel, openid))
-    if member["state"] != "active":
-        label = MEMBER_STATES.get(member["state"], member["state"])
-        raise DomainError("member_inactive",
-                          f"您的党员档案状态为“{label}”，不能绑定。如有疑问请联系所在党支部。")
-    if member.get(field) == openid:
-        return member
-    if member.get(field):
-        raise Conflict("member_bound_elsewhere",
-                       f"您的党员档案已绑定其他微信号。如需更换，请联系支部书记解除原{CHANNEL_LABELS[channel]}绑定。")
-    if await members_model.by_openid(ctx.db, field, openid) is not None:
-        raise Conflict("openid_bound_elsewhere", "该微信号已绑定其他党员，不能重复绑定。")
-    updated = await _link(ctx, channel, member, openid, unionid)
-    actor = Actor(id=member["_id"], name=f"{member['name']}（本人·{CHANNEL_LABELS[channel]}）", ip=ip)
-    await audit.record(ctx, actor, "member.bind", "member", member["_id"], member["name"],
-                       member["org_ancestors"], {"channel": channel})
-    return updated
+    card_bidx = ctx.cipher.blind_index(card, "id_card")
+    own = await members_model.by_openid(ctx.db, field, openid)
+    if own is not None:
+        # Compared with its own member only: this answer cannot confirm anybody's number.
+        if own["id_card_bidx"] != card_bidx or not _matches(ctx, own, name, phone):
+            raise Conflict("openid_bound_elsewhere", "该微信号已绑定其他党员，不能重复绑定。")
+        if own["state"] != "active":
+            raise _inactive(own)
+        return own
+    attempt = await bind_limits.take(ctx, bind_limits.limits_for(ctx, channel, openid, ip, name))
+    member = await members_model.by_id_card(ctx.db, card_bidx)
+    proven = member is not None and _matches(ctx, member, name, phone)
+    if proven and member["state"] == "active" and not member.get(field):
+        try:
+            updated = await _link(ctx, channel, member, openid, unionid)
+        except Conflict as exc:
+            if exc.code != "member_changed":  # this account was bound meanwhile: its own affair
+                await bind_limits.succeeded(ctx, attempt)
+                raise
+            # Someone was faster: a double tap of this account is its success, anything
+            # else (another account, a state change) answers as a wrong try does.
+            member = await members_model.get(ctx.db, member["_id"]) or member
+            if member.get(field) == openid:
+                await bind_limits.succeeded(ctx, attempt)
+                return member
+        else:
+            await bind_limits.succeeded(ctx, attempt)
+            actor = Actor(id=member["_id"], name=f"{member['name']}（本人·{CHANNEL_LABELS[channel]}）", ip=ip)
+            await audit.record(ctx, actor, "member.bind", "member", member["_id"], member["name"],
+                               member["org_ancestors"], {"channel": channel})
+            return updated
+    raise await _wrong_try(ctx, channel, attempt, name, member if proven else None)
+
+
+async def _wrong_try(ctx: AppContext, channel: str, attempt: bind_limits.Attempt, name: str,
+                     proven: dict[str, Any] | None) -> DomainError:
+    """Count the failure; tell the secretaries what needs them; the answer to give."""
+    error, locked = await bind_limits.failed(ctx, attempt)
+    now = ctx.clock.now()
+    if proven is not None and proven["state"] == "active" and proven.get(CHANNELS[channel]):
+        # At most one notice a member a day (the job id here, the notice's subject there).
+        day = now.astimezone(SHANGHAI).date().isoformat()
+        await _alert(ctx, "bound_elsewhere", channel, [proven["_id"]], now,
+                     f"{ALERT_JOB}:bound_elsewhere:{channel}:{proven['_id']}:{day}")
+    for limit in locked:
+        log.warning("binding locked", extra={"fields": {"limit": limit.kind, "channel": channel,
+                                                        "seconds": limit.seconds}})
+        if limit.kind == "name":
+            # Looked up and queued for any name, on record or not: the lock takes as long.
+            await _alert(ctx, "locked", channel, await _namesakes(ctx, name), now, None)
+    return error
+
+
+async def _namesakes(ctx: AppContext, name: str) -> list[ObjectId]:
+    """Active members called ``name`` anywhere in the city (at most NAMESAKES_MAX)."""
+    roots = (await orgtree.snapshot(ctx)).children.get(None, [])
+    if not roots:
+        return []
+    rows = await members_model.search_name(ctx.db, roots, name, NAMESAKES_MAX * 2)
+    return [r["_id"] for r in rows
+            if r["state"] == "active" and clean_name(r["name"]) == name][:NAMESAKES_MAX]
+
+
+async def _alert(ctx: AppContext, event: str, channel: str, member_ids: list[ObjectId],
+                 at: Any, job_id: str | None) -> None:
+    """Queue the secretaries' notice; a refusal never fails because of it."""
+    if ALERT_JOB not in ctx.registry.jobs:
+        log.warning("binding alert %s not sent: no installed capability declares %s", event, ALERT_JOB)
+        return
+    try:
+        await jobs.enqueue(ctx, ALERT_JOB, event, channel, [str(i) for i in member_ids],
+                           int(at.timestamp()), _job_id=job_id)
+    except (redis.exceptions.RedisError, OSError) as exc:
+        log.warning("binding alert %s not queued: redis %s", event, exc.__class__.__name__)
 
 
 async def link_same_wechat_user(ctx: AppContext, channel: str, openid: str, unionid: str,

@@ -3,7 +3,8 @@
 Every row is checked before anything is written: its fields (by
 ``members.validate_fields``, the one validation the web form uses too), its
 党组织编码 (exists, within the actor's scope, an active branch), ID-card
-numbers repeated in the file, and members already registered elsewhere. One
+numbers repeated in the file, and members already registered elsewhere (said
+without saying where, audited, and costing the admin's lookups: :mod:`.lookups`). One
 bad row means nothing changes, and the report lists every problem by row
 number (header = row 1), column and reason. A clean file inserts the new
 members and updates those already registered (matched by ID-card number), so
@@ -42,8 +43,11 @@ from wxbackend.errors import Conflict, DomainError, InvalidInput, NotFound
 from wxbackend.services import orgs
 from wxbackend.services.accounts import audit
 from wxbackend.services.accounts.access import Actor
-from wxbackend.services.orgs import members
-from wxbackend.services.orgs.import_sheet import COLUMNS, MAX_BYTES, ORG_CODE, Sheet, read_sheet
+from wxbackend.services.orgs import lookups, members
+from wxbackend.services.orgs.import_report import ImportIssue, ImportResult
+from wxbackend.services.orgs.import_report import Report as _Report
+from wxbackend.services.orgs.import_sheet import MAX_BYTES, ORG_CODE, read_sheet
+from wxbackend.services.orgs.import_sheet import Sheet as Sheet  # re-exported: callers build one
 
 log = logging.getLogger("wxbackend.import")
 
@@ -61,50 +65,6 @@ COMPARED = ("name", "gender", "ethnicity", "birth_date", "education", "party_sta
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class ImportIssue:
-    """One problem: ``row`` as the spreadsheet shows it (None for the whole file)."""
-
-    row: int | None
-    column: str
-    message: str
-    code: str = "invalid_field"
-
-    def describe(self) -> str:
-        if self.row is None:
-            return self.message
-        return f"第{self.row}行 {self.column}：{self.message}" if self.column else f"第{self.row}行：{self.message}"
-
-
-@dataclass
-class ImportResult:
-    filename: str
-    rows: int = 0
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    errors: list[ImportIssue] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    @property
-    def partial(self) -> bool:
-        """The write failed halfway: some members were written, the rest not."""
-        return any(e.code == "import_partial" for e in self.errors)
-
-    def summary(self) -> str:
-        if self.ok:
-            return (f"导入成功：{self.filename}，共{self.rows}行，新增{self.created}人，"
-                    f"更新{self.updated}人，{self.unchanged}人信息无变化。")
-        if self.partial:
-            head = f"导入中途失败：{self.filename}，已新增{self.created}人、更新{self.updated}人，其余未写入。"
-        else:
-            head = f"导入失败，未做任何修改：{self.filename}，共{len(self.errors)}处错误："
-        return "\n".join([head, *(e.describe() for e in self.errors)])
-
-
 @dataclass
 class _Row:
     number: int
@@ -115,18 +75,6 @@ class _Row:
     existing: dict[str, Any] | None = None
 
 
-@dataclass
-class _Report:
-    """Collects issues, naming each column as the file's header does."""
-
-    sheet: Sheet
-    result: ImportResult
-
-    def fail(self, row: int | None, field_code: str, message: str, code: str = "invalid_field") -> None:
-        column = self.sheet.columns.get(field_code) or COLUMNS.get(field_code, "")
-        self.result.errors.append(ImportIssue(row, column, message, code))
-
-
 # -- entry points -----------------------------------------------------------------
 
 async def import_file(ctx: AppContext, actor: Actor, data: bytes, filename: str, *,
@@ -135,7 +83,8 @@ async def import_file(ctx: AppContext, actor: Actor, data: bytes, filename: str,
 
     Rows without a 党组织编码 go to the target; rows with one must name an
     organisation of the target's subtree. Raises only for the target itself
-    (NotFound, Forbidden); everything about the file is in the result.
+    (NotFound, Forbidden) and for an actor whose lookups are spent (TooManyRequests
+    ``too_many_lookups``, see :mod:`.lookups`); everything about the file is in the result.
     """
     target = await orgs.get(ctx, target_org_id)
     actor.require("member.import", target["org_ancestors"])
@@ -214,7 +163,7 @@ async def _check(ctx: AppContext, actor: Actor, report: _Report, default: dict[s
     _check_duplicates(rows, report)
     default_ok = _check_default(rows, default, report)
     await _resolve_orgs(ctx, actor, rows, report, default if default_ok else None, within)
-    await _match_existing(ctx, actor, rows, report)
+    await _match_existing(ctx, actor, rows, report, within or default)
     return rows
 
 
@@ -294,26 +243,49 @@ def _org_problem(actor: Actor, org: dict[str, Any] | None, code: str,
     return None
 
 
-async def _match_existing(ctx: AppContext, actor: Actor, rows: list[_Row], report: _Report) -> None:
+async def _match_existing(ctx: AppContext, actor: Actor, rows: list[_Row], report: _Report,
+                          target: dict[str, Any] | None) -> None:
     """Members already registered: updated when the actor may, reported (without where) if not."""
     with_card = [row for row in rows if row.bidx]
+    # The report answers "is this number registered?" for every row: a spent budget refuses first.
+    await lookups.ensure_budget(ctx, actor)
     found: dict[str, dict[str, Any]] = {}
     for chunk in _batches(with_card, LOOKUP_BATCH):
         found.update(await members_model.by_id_cards(ctx.db, [row.bidx for row in chunk]))
+    elsewhere = [(row, found[row.bidx]) for row in with_card if row.bidx in found
+                 and not actor.can("member.import", found[row.bidx]["org_ancestors"])]
+    await _report_elsewhere(ctx, actor, elsewhere, report, target)
+    reported = {row.number for row, _ in elsewhere}
     for row in with_card:
         existing = found.get(row.bidx or "")
-        if existing is None:
+        if existing is None or row.number in reported:
             continue
-        if not actor.can("member.import", existing["org_ancestors"]):
-            # Which organisation holds them is not the importer's business.
-            report.fail(row.number, "id_card", "该身份证号码的党员已在本平台其他党组织登记，不在您的管理范围内；"
-                        "如需调入，请办理组织关系转接", "member_out_of_scope")
-        elif existing["state"] != "active":
+        if existing["state"] != "active":
             state = MEMBER_STATES.get(existing["state"], existing["state"])
             report.fail(row.number, "id_card", f"该党员当前为“{state}”状态，不能通过导入修改，"
                         "请在党员信息页处理", "member_not_active")
         else:
             row.existing = existing
+
+
+async def _report_elsewhere(ctx: AppContext, actor: Actor, elsewhere: list[tuple[_Row, dict[str, Any]]],
+                            report: _Report, target: dict[str, Any] | None) -> None:
+    """Rows whose number is registered outside the actor's scope: each named (which
+    organisation holds them is not the importer's business) while the lookup budget
+    lasts; beyond it, one file-level issue that names no row. Audited either way."""
+    if not elsewhere:
+        return
+    org = target or next((row.org for row, _ in elsewhere if row.org), None)
+    found = [m for _, m in elsewhere]
+    hidden = await lookups.found_registered(ctx, actor, "import", org, found) if org else len(found)
+    # Counted at once, so that parallel imports cannot both spend the same remainder.
+    if not await lookups.spend(ctx, actor, hidden):
+        report.fail(None, "id_card", "文件中已在其他党组织登记的身份证号码过多，超出查询限额，"
+                    "请稍后再试或分批导入", "too_many_lookups")
+        return
+    for row, _ in elsewhere:
+        report.fail(row.number, "id_card", "该身份证号码的党员已在本平台其他党组织登记，不在您的管理范围内；"
+                    "如需调入，请办理组织关系转接", "member_out_of_scope")
 
 
 def _batches(items: Sequence[T], size: int = BATCH) -> Iterator[Sequence[T]]:

@@ -7,13 +7,16 @@ exactly when it is accepted by the other::
     clean, errors = validate_fields({"name": "张三", "id_card": "...", ...}, today=ctx.clock.today())
     member = await members.create(ctx, actor, branch_id, fields)
     page = await members.page(ctx, actor, district_id, cursor=None)
+
+Personal data leaves this module masked (:func:`present`) or through the audited
+:func:`unmask`; anything that answers for a full ID-card number or phone (exact
+search, a number already registered) goes through :mod:`.lookups`.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -35,13 +38,13 @@ from models.enums import (
 from wxbackend.context import AppContext
 from wxbackend.errors import Conflict, Forbidden, InvalidInput, NotFound, object_id
 from wxbackend.fieldcrypto import mask_id_card, mask_phone
-from wxbackend.idcard import normalise_id_card, parse_id_card
+from wxbackend.idcard import parse_id_card
 from wxbackend.services import orgs
-from wxbackend.services.accounts import audit
+from wxbackend.services.accounts import audit, mpsessions
 from wxbackend.services.accounts.access import Actor
-from wxbackend.services.orgs import orgtree
+from wxbackend.services.orgs import lookups, orgtree
 
-PHONE = re.compile(r"^1[3-9]\d{9}$")
+PHONE = lookups.PHONE
 PAGE_SIZE = 50
 # Most organisations one page query may name; keeps the $in list small.
 MAX_ORGS_PER_QUERY = 200
@@ -52,6 +55,10 @@ FIELD_LABELS = {
     "party_status": "党员状态", "joined_on": "入党日期", "full_on": "转正日期",
     "category": "人员类别",
 }
+# Stored fields a page never gets from present(): the ciphertexts, their blind
+# indexes, and the birth date, which is digits 7-14 of the ID-card number.
+NOT_PRESENTED = ("birth_date", "id_card_enc", "id_card_bidx", "phone_enc", "phone_bidx")
+REGISTERED = "该身份证号码已在本平台登记党员信息；如需调入本组织，请办理组织关系转接"
 
 
 @dataclass
@@ -189,16 +196,30 @@ async def create(ctx: AppContext, actor: Actor, org_id: ObjectId, fields: dict[s
     clean, errors = validate_fields(fields, today=ctx.clock.today())
     raise_field_errors(errors)
     doc = new_document(ctx, clean, org)
+    # Success or 409 answers whether the number is registered: one lookup is held meanwhile.
+    await lookups.take(ctx, actor)
+    counted = False
     try:
         await members_model.insert_many(ctx.db, [doc])
     except Exception as exc:
         if _is_duplicate(exc):
-            raise Conflict("id_card_exists", "该身份证号码的党员已在册") from None
+            counted = await _registered(ctx, actor, "create", org, doc["id_card_bidx"])
+            raise Conflict("id_card_exists", REGISTERED) from None
         raise
+    finally:
+        if not counted:
+            await lookups.give_back(ctx, actor)
     await orgs_model.adjust_member_counts(ctx.db, org["_id"], org["org_ancestors"], 1,
                                           1 if doc["party_status"] == "full" else 0)
     await audit.record(ctx, actor, "member.create", "member", doc["_id"], doc["name"], doc["org_ancestors"])
     return doc
+
+
+async def _registered(ctx: AppContext, actor: Actor, via: str, org: dict[str, Any], bidx: str) -> bool:
+    """A number entered on ``org``'s behalf is registered already: audited, never saying
+    where. Whether it lies outside what the actor may unmask (the held lookup is spent)."""
+    existing = await members_model.by_id_card(ctx.db, bidx)
+    return await lookups.found_registered(ctx, actor, via, org, [existing] if existing else []) > 0
 
 
 def _is_duplicate(exc: Exception) -> bool:
@@ -216,21 +237,38 @@ async def get_visible(ctx: AppContext, actor: Actor, member_id: str | ObjectId) 
     return member
 
 
-async def update(ctx: AppContext, actor: Actor, member_id: ObjectId, fields: dict[str, Any]) -> dict[str, Any]:
+async def update(ctx: AppContext, actor: Actor, member_id: ObjectId, fields: dict[str, Any], *,
+                 clear_phone: bool = False) -> dict[str, Any]:
+    """Change a member's fields.
+
+    A blank ID-card number or phone keeps the stored one: the edit form shows
+    them masked, so that opening it reveals nothing and writes no audit entry.
+    ``clear_phone`` removes the phone.
+    """
     member = await get_visible(ctx, actor, member_id)
     actor.require("member.edit", member["org_ancestors"])
-    clean, errors = validate_fields(fields, today=ctx.clock.today())
+    clean, errors = validate_fields(_keep_stored(ctx, member, fields, clear_phone), today=ctx.clock.today())
     raise_field_errors(errors)
     changes = {k: v for k, v in clean.items() if k not in ("id_card", "phone")}
     changes.update(personal_fields(ctx, clean))
     changes["updated_at"] = ctx.clock.now()
+    # A new number is an answer like a create's, and holds a lookup like one.
+    new_card = changes["id_card_bidx"] != member["id_card_bidx"]
+    if new_card:
+        await lookups.take(ctx, actor)
     # Conditional on the state we read: a concurrent edit of the status cannot
     # leave the full-member counter off by one.
     expected = {"state": member["state"], "party_status": member["party_status"]}
+    counted = False
     try:
         updated = await members_model.update_if(ctx.db, member["_id"], expected, {"$set": changes})
     except DuplicateKeyError:
-        raise Conflict("id_card_exists", "该身份证号码的党员已在册") from None
+        org = await orgs.get(ctx, member["org_id"])
+        counted = await _registered(ctx, actor, "update", org, changes["id_card_bidx"])
+        raise Conflict("id_card_exists", REGISTERED) from None
+    finally:
+        if new_card and not counted:
+            await lookups.give_back(ctx, actor)
     if updated is None:
         raise Conflict("member_changed", "党员信息已被其他人修改，请刷新后重试")
     if member["state"] == "active" and member["party_status"] != updated["party_status"]:
@@ -240,6 +278,22 @@ async def update(ctx: AppContext, actor: Actor, member_id: ObjectId, fields: dic
     await audit.record(ctx, actor, "member.update", "member", member["_id"], updated["name"],
                        member["org_ancestors"], {"fields": changed})
     return updated
+
+
+def _keep_stored(ctx: AppContext, member: dict[str, Any], fields: dict[str, Any],
+                 clear_phone: bool) -> dict[str, Any]:
+    """The form's fields with the stored numbers where it left them blank."""
+    fields = dict(fields)
+    if not str(fields.get("id_card") or "").strip():
+        fields["id_card"] = _decrypt(ctx, member["id_card_enc"], "id_card")
+        # From the stored number, whatever the form says: checking a typed birth date
+        # against the hidden digits would tell the editor whether they guessed right.
+        fields["birth_date"] = fields["gender"] = ""
+    if clear_phone:
+        fields["phone"] = ""
+    elif not str(fields.get("phone") or "").strip():
+        fields["phone"] = _decrypt(ctx, member.get("phone_enc"), "phone")
+    return fields
 
 
 def _differs(ctx: AppContext, before: dict[str, Any], after: dict[str, Any], field: str) -> bool:
@@ -268,12 +322,20 @@ async def set_state(ctx: AppContext, actor: Actor, member_id: ObjectId, state: s
                                           sign if member["party_status"] == "full" else 0)
     await audit.record(ctx, actor, "member.state", "member", member["_id"], member["name"],
                        member["org_ancestors"], {"from": member["state"], "to": state})
+    # Mini-program tokens carry the state they were opened in: any change ends them
+    # (a member who left keeps only what mpauth.current_member allows former members).
+    await mpsessions.revoke_member(ctx, member["_id"])
     return updated
 
 
 def present(ctx: AppContext, member: dict[str, Any]) -> dict[str, Any]:
-    """A member as pages show it: personal data masked, labels in Chinese."""
-    row = dict(member)
+    """A member as pages show it: personal data masked, labels in Chinese.
+
+    The birth date is shown as the year only: the full date beside the masked
+    number left two digits of it to guess.
+    """
+    row = {k: v for k, v in member.items() if k not in NOT_PRESENTED}
+    row["birth_year"] = (member.get("birth_date") or "")[:4]
     row["id_card_masked"] = mask_id_card(_decrypt(ctx, member.get("id_card_enc"), "id_card"))
     phone = _decrypt(ctx, member.get("phone_enc"), "phone")
     row["phone_masked"] = mask_phone(phone) if phone else ""
@@ -365,22 +427,31 @@ async def _after_cursor(ctx: AppContext, org_id: ObjectId, name: str, member_id:
 
 async def search(ctx: AppContext, actor: Actor, scope_id: ObjectId, query: str,
                  limit: int = PAGE_SIZE, *, org: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """By exact ID-card number, exact phone, or name prefix, inside the actor's scope."""
+    """By name prefix, or by exact full ID-card number or phone, inside the actor's scope.
+
+    An exact search needs ``member.unmask`` there, costs one of the admin's
+    lookups and is audited (:mod:`.lookups`): with the masked number on the page
+    it is otherwise an oracle for the hidden digits.
+    """
     org = org if org is not None and org["_id"] == scope_id else await orgs.get(ctx, scope_id)
     actor.require("member.view", org["org_ancestors"])
     query = query.strip()
-    if not query:
-        return []
-    card = normalise_id_card(query)
-    if re.fullmatch(r"\d{17}[\dX]", card):
-        found = await members_model.by_id_card(ctx.db, ctx.cipher.blind_index(card, "id_card"))
+    exact = lookups.exact_query(query) if query else None
+    if exact is None:
+        return await members_model.search_name(ctx.db, [scope_id], query, limit) if query else []
+    kind, value = exact
+    lookups.require_exact_search(actor, org)
+    await lookups.take(ctx, actor)
+    bidx = ctx.cipher.blind_index(value, kind)
+    if kind == "id_card":
+        found = await members_model.by_id_card(ctx.db, bidx)
         candidates = [found] if found else []
-    elif PHONE.match(query):
-        candidates = await members_model.by_phone(ctx.db, ctx.cipher.blind_index(query, "phone"))
     else:
-        candidates = await members_model.search_name(ctx.db, [scope_id], query, limit)
+        candidates = await members_model.by_phone(ctx.db, bidx)
     # Only what lies in the searched subtree: nothing leaks from elsewhere.
-    return [m for m in candidates if scope_id in m["org_ancestors"]][:limit]
+    rows = [m for m in candidates if scope_id in m["org_ancestors"]][:limit]
+    await lookups.searched(ctx, actor, org, kind, rows)
+    return rows
 
 
 async def roster(ctx: AppContext, member: dict[str, Any], org_id: ObjectId, cursor: str | None,

@@ -8,6 +8,15 @@ recognised by the unionid and linked without asking again::
 
     result = await login(ctx, code, ip="1.2.3.4")
     result.token, result.member
+    member = await current_member(ctx, session)                  # active members only
+    member = await current_member(ctx, session, former_ok=True)  # also members who left
+
+Members who left (state other than ``active``: transferred out, stopped,
+deceased) lose their tokens when the state changes (``members.set_state``) and
+may sign in again, but such a session reaches only their own profile and
+history: :func:`current_member` refuses them everywhere else (403
+``member_inactive``). Each request reads the member, so a token that escaped
+revocation changes nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from models import members as members_model
+from models.enums import MEMBER_STATES
 from wxbackend.context import AppContext
 from wxbackend.errors import (
     DomainError,
@@ -62,7 +72,8 @@ async def login(ctx: AppContext, code: str, ip: str) -> LoginResult:
         member = await binding.link_same_wechat_user(ctx, "mp", openid, unionid, ip)
     token = await mpsessions.open_session(ctx, openid=openid, unionid=unionid,
                                           session_key=session["session_key"],
-                                          member_id=member["_id"] if member else None)
+                                          member_id=member["_id"] if member else None,
+                                          member_state=member["state"] if member else "active")
     return LoginResult(token, member)
 
 
@@ -74,12 +85,25 @@ async def bind(ctx: AppContext, session: MemberSession, *, name: str, id_card: s
     return member
 
 
-async def current_member(ctx: AppContext, session: MemberSession) -> dict[str, Any]:
-    """The member behind a bound session, still bound to this openid and active."""
+def inactive_error(state: str) -> Forbidden:
+    label = MEMBER_STATES.get(state, state)
+    return Forbidden("member_inactive", f"您的党员档案状态为“{label}”，只能查看本人信息和动态。"
+                                        "如有疑问请联系所在党支部。")
+
+
+async def current_member(ctx: AppContext, session: MemberSession, *,
+                         former_ok: bool = False) -> dict[str, Any]:
+    """The member behind a bound session, still bound to this openid, in the state the
+    session was opened in, and active unless ``former_ok`` (own profile and history)."""
     member = await members_model.get(ctx.db, session.member_id) if session.member_id else None
-    if member is None or member.get("mp_openid") != session.openid:
+    if (member is None or member.get("mp_openid") != session.openid
+            or (member["state"] == "active") != (session.member_state == "active")):
+        # Unbound, or the state changed since sign-in (and the token escaped revocation):
+        # signing in again gives a session of the right kind.
         await mpsessions.revoke(ctx, session)
         raise Unauthorized("token_invalid", "登录已失效，请重新登录")
+    if member["state"] != "active" and not former_ok:
+        raise inactive_error(member["state"])
     return member
 
 

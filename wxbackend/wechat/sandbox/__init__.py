@@ -57,6 +57,7 @@ CONTROL_ROUTES = [
     (rf"/sandbox/mp/users/{OPENID}/login-code", control.MpLoginCodeHandler),
     (rf"/sandbox/mp/users/{OPENID}/grant-subscribe", control.MpGrantHandler),
     (rf"/sandbox/mp/users/{OPENID}/phone-code", control.MpPhoneCodeHandler),
+    (r"/sandbox/mp/codes", control.MpCodesHandler),
 ]
 
 

@@ -73,6 +73,8 @@ class SandboxConfig:
         """The apps of ``settings.wechat``; safe mode when an EncodingAESKey is set."""
         wechat = settings.wechat
         mode = mode or ("safe" if wechat.oa_aes_key else "plain")
+        # The ToUserName our callback checks when [wechat] oa_original_id is set.
+        overrides.setdefault("oa_original_id", wechat.oa_original_id)
         return cls(oa_appid=wechat.oa_appid, oa_secret=wechat.oa_secret,
                    oa_token=wechat.oa_token, oa_aes_key=wechat.oa_aes_key,
                    mp_appid=wechat.mp_appid, mp_secret=wechat.mp_secret,

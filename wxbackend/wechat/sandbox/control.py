@@ -16,6 +16,7 @@
     POST   /sandbox/mp/users/{openid}/login-code      {"unionid": ...}  -> {"code"}
     POST   /sandbox/mp/users/{openid}/grant-subscribe {"template_id": ...}
     POST   /sandbox/mp/users/{openid}/phone-code      {"phone": "13800138000"} -> {"code"}
+    GET    /sandbox/mp/codes                     mini-program codes issued: {"codes": [{"page", "scene", ...}]}
 """
 
 from __future__ import annotations
@@ -157,3 +158,10 @@ class MpPhoneCodeHandler(ControlHandler):
         code = self.world.issue_code("phone", self.world.config.mp_appid, user.openid,
                                      phone=phone, country_code=country)
         self.write_json({"code": code}, 201)
+
+
+class MpCodesHandler(ControlHandler):
+    """The mini-program codes issued, oldest first: the page and scene a phone scanning each opens."""
+
+    def get(self) -> None:
+        self.write_json({"codes": self.world.wxacodes})

@@ -77,8 +77,10 @@ class WxaCodeHandler(ApiHandler):
         width = body.get("width", 430)
         if not isinstance(width, int):
             raise ApiError(40097, "invalid args: width")
-        # The code a phone would scan: opens `page` with ?scene=<scene>.
+        # The code a phone would scan: opens `page` with ?scene=<scene>. Kept, so that a
+        # test or a demo can play the phone that scans it (GET /sandbox/mp/codes).
         data = f"https://sandbox.wxacode/{self.app.appid}/{page}?scene={quote(scene, safe='')}"
+        self.world.wxacodes.append({"appid": self.app.appid, "page": page, "scene": scene, "url": data})
         self.set_header("Content-Type", "image/png")
         self.finish(png(data))
 

@@ -7,6 +7,7 @@ event to our callback as WeChat would, and answers with what came back::
     curl -X POST localhost:9100/sandbox/users/oUser1/subscribe
     curl -X POST localhost:9100/sandbox/users/oUser1/say -d '{"content": "绑定"}'
     curl -X POST localhost:9100/sandbox/users/oUser1/scan -d '{"scene": "bind:5f1c"}'
+    curl -X POST localhost:9100/sandbox/users/oUser1/scan -d '{"url": "http://weixin.qq.com/q/..."}'
     curl -X POST localhost:9100/sandbox/users/oUser1/click -d '{"key": "HELP"}'
     -> {"status": 200, "body": "<xml>...", "reply": {"MsgType": "text", "Content": ...},
         "error": null, "attempts": 1, "message": {...what WeChat sent...}}
@@ -60,9 +61,16 @@ def unsubscribe(handler: UserActionHandler, user: OaUser, body: dict[str, Any]) 
 
 
 def scan(handler: UserActionHandler, user: OaUser, body: dict[str, Any]) -> Fields:
-    """Scan by ``ticket`` (a code created through the API) or by bare ``scene``."""
+    """Scan by ``ticket`` or ``url`` (a code created through the API) or by bare ``scene``.
+
+    ``url`` is what a camera reads from a printed code (``http://weixin.qq.com/q/...``).
+    """
     world = handler.world
     ticket = body.get("ticket")
+    if not ticket and body.get("url"):
+        ticket = next((t for t, c in world.qrcodes.items() if c["url"] == body["url"]), None)
+        if ticket is None:
+            raise ControlError(410, "QR code unknown or expired (WeChat shows the user an error)")
     if ticket:
         code = world.live_qrcode(str(ticket))
         if code is None:

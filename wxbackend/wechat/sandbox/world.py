@@ -130,6 +130,9 @@ class World:
         self.menus: dict[str, dict[str, Any]] = {}
         # ticket -> {"scene", "url", "expires_at" (None: permanent)}
         self.qrcodes: dict[str, dict[str, Any]] = {}
+        # Mini-program codes issued (getwxacodeunlimit), oldest first: {"appid", "page", "scene", "url"},
+        # what a phone scanning each would open.
+        self.wxacodes: list[dict[str, Any]] = []
         self.msgids = itertools.count(2_000_000_000)
         self.outbox_ids = itertools.count(1)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from bson import ObjectId
 
@@ -117,6 +118,13 @@ async def server_url(ctx: AppContext) -> AsyncIterator[str]:
     finally:
         server.stop()
         await server.close_all_connections()
+
+
+@pytest.fixture
+async def api(server_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A JSON client of the server (the mini-program's side)."""
+    async with httpx.AsyncClient(base_url=server_url, timeout=30) as client:
+        yield client
 
 
 @pytest.fixture

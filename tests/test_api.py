@@ -15,12 +15,6 @@ from wxbackend.services.orgs import members
 API = "/api/v1"
 
 
-@pytest.fixture
-async def api(server_url):
-    async with httpx.AsyncClient(base_url=server_url, timeout=30) as client:
-        yield client
-
-
 async def login(api, sandbox, openid, **extra):
     code = await sandbox.login_code(openid, **extra)
     response = await api.post(f"{API}/auth/login", json={"code": code})

@@ -7,7 +7,6 @@ into a 500 before.
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from tests.conftest import actor_of
@@ -16,12 +15,6 @@ from wxbackend.services.orgs import members
 
 API = "/api/v1"
 NOT_UTF8 = [b"\xff\xfe{", b'{"code": "\xff"}', b'{"code": "abc\xc3"}', b'{"code": "\xed\xa0\x80"}']
-
-
-@pytest.fixture
-async def api(server_url):
-    async with httpx.AsyncClient(base_url=server_url, timeout=30) as client:
-        yield client
 
 
 @pytest.mark.parametrize("body", NOT_UTF8)

@@ -10,7 +10,6 @@ count, and that comments and votes stay closed.
 
 from datetime import timedelta
 
-import httpx
 import pytest
 
 from tests.meetings_helpers import (
@@ -38,12 +37,6 @@ FAR = {"latitude": 24.520000, "longitude": 118.089425}      # ~4.5 km
 @pytest.fixture
 async def town(ctx):
     return await build_town(ctx)
-
-
-@pytest.fixture
-async def api(server_url):
-    async with httpx.AsyncClient(base_url=server_url, timeout=30) as client:
-        yield client
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ The phone logs in through the sandbox (wx.login) and binds as the mini-program d
 import asyncio
 from datetime import timedelta
 
-import httpx
 import pytest
 from bson import ObjectId
 
@@ -47,12 +46,6 @@ async def wechat(sandbox, server_url):
     """The sandbox's users talk to our /wechat/oa."""
     sandbox.config.callback_url = server_url + "/wechat/oa"
     return sandbox
-
-
-@pytest.fixture
-async def api(server_url):
-    async with httpx.AsyncClient(base_url=server_url, timeout=30) as client:
-        yield client
 
 
 async def scan(sandbox, openid, **body):

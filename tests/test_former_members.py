@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import pytest
 
 from models import comments as comments_model
@@ -36,12 +35,6 @@ async def scene(ctx):
     vote = await votes.create(ctx, actor(city, "sec_a1"), meeting["_id"], "表决：接收预备党员",
                               ["同意", "不同意"])
     return city, me, token, meeting, vote
-
-
-@pytest.fixture
-async def api(server_url):
-    async with httpx.AsyncClient(base_url=server_url, timeout=30) as client:
-        yield client
 
 
 def requests(city, meeting, vote) -> list[tuple[str, str, dict | None]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 
-import httpx
 import pytest
 
 from tests.conftest import actor_of
@@ -18,12 +17,6 @@ from tests.factories import member_fields
 from wxbackend.services.orgs import members
 
 API = "/api/v1"
-
-
-@pytest.fixture
-async def api(server_url):
-    async with httpx.AsyncClient(base_url=server_url, timeout=30) as client:
-        yield client
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from datetime import timedelta
 
-import httpx
 import pytest
 
 from tests.meetings_helpers import (
@@ -24,12 +23,6 @@ API = "/api/v1/meetings"
 @pytest.fixture
 async def town(ctx):
     return await build_town(ctx)
-
-
-@pytest.fixture
-async def api(server_url):
-    async with httpx.AsyncClient(base_url=server_url, timeout=30) as client:
-        yield client
 
 
 async def phone(ctx, member, openid):

@@ -22,7 +22,7 @@ from models import members as members_model
 from wxbackend import jobs
 from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
-from wxbackend.errors import Conflict, DomainError, InvalidInput, NotFound
+from wxbackend.errors import Conflict, DomainError, InvalidInput
 from wxbackend.services import orgs
 from wxbackend.services.accounts import audit
 from wxbackend.services.accounts.access import Actor
@@ -31,16 +31,9 @@ from wxbackend.services.meetings.rules import (
     CANCELLABLE,
     EDITABLE,
     NOTICE_FIELDS,
-    parse_id,
+    get_meeting,
     validate_fields,
 )
-
-
-async def get_meeting(ctx: AppContext, meeting_id: str | ObjectId) -> dict[str, Any]:
-    meeting = await meetings_model.get(ctx.db, parse_id(meeting_id))
-    if meeting is None:
-        raise NotFound("meeting_not_found", "会议不存在")
-    return meeting
 
 
 async def view(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from wxbackend.errors import Conflict, DomainError, NotFound, Unavailable
 from wxbackend.services.accounts import audit
 from wxbackend.services.accounts.access import Actor
 from wxbackend.services.meetings import checkin, checkin_codes
+from wxbackend.services.meetings.rules import get_meeting
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,7 @@ async def _with_secret(ctx: AppContext, meeting: dict[str, Any], renew: bool = F
 
 
 async def _manageable(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId) -> dict[str, Any]:
-    meeting = await meetings_model.get(ctx.db, checkin.parse_meeting_id(meeting_id))
-    if meeting is None:
-        raise NotFound("meeting_not_found", "会议不存在")
+    meeting = await get_meeting(ctx, meeting_id)
     actor.require("meeting.manage", meeting["org_ancestors"])
     return meeting
 

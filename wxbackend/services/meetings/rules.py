@@ -13,7 +13,7 @@ from models import meetings as meetings_model
 from models.enums import MEETING_STATUSES, MEETING_TYPES
 from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
-from wxbackend.errors import InvalidInput
+from wxbackend.errors import InvalidInput, NotFound
 from wxbackend.services.meetings import checkin
 from wxbackend.services.orgs.members import FieldError
 
@@ -166,3 +166,10 @@ def _audience(raw: dict[str, Any], errors: list[FieldError]) -> dict[str, Any]:
 def absent_count(meeting: dict[str, Any]) -> int:
     """Expected members neither present, online nor excused (never stored: derived)."""
     return meetings_model.absent_count(meeting)
+
+
+async def get_meeting(ctx: AppContext, meeting_id: str | ObjectId) -> dict[str, Any]:
+    meeting = await meetings_model.get(ctx.db, parse_id(meeting_id))
+    if meeting is None:
+        raise NotFound("meeting_not_found", "会议不存在")
+    return meeting

@@ -13,9 +13,10 @@ subprocess (``python -m wxbackend serve``) on the same database; then
 2. every member scans again (a new scan, a new nonce): each must be answered
    ``already_checked_in``.
 
-After each round it reads the meeting back: exactly one mark per member,
-``counts.present`` equal to the members, no error answers. Reports total
-time, throughput and p50/p99 latency. Target: p99 under 200 ms.
+After each round it reads the meeting back: exactly one mark per member (the
+``attendance`` documents), ``counts.present`` equal to the members, no error answers. Reports total
+time, throughput and p50/p99 latency. Target: p99 under 150 ms (issue #19, also with
+``--members 5000 --concurrency 200 --servers 2``).
 """
 
 from __future__ import annotations
@@ -167,7 +168,8 @@ async def measured(call: Any, pids: dict[str, int | None]) -> dict[str, Any]:
 
 
 async def verify(ctx: AppContext, meeting_id: Any) -> tuple[int, int]:
-    """(marks, counts.present) as stored."""
+    """(present marks, counts.present) as stored: the marks are documents of their own, the
+    counts the meeting's with their running increments."""
     doc = await meetings_model.get(ctx.db, meeting_id, {"attendance": 1, "counts": 1})
     marks = sum(1 for m in doc["attendance"].values() if m["status"] == "present")
     return marks, doc["counts"]["present"]
@@ -225,7 +227,7 @@ async def main() -> int:
             for proc, _ in servers:
                 stop_server(proc)
             await ctx.close()
-        target = "p99 under 200 ms: " + ("met" if first["p99"] < 200 else "NOT met")
+        target = "p99 under 150 ms: " + ("met" if first["p99"] < 150 else "NOT met")
         print(f"\n{'OK' if ok else 'FAILED'}: exactly {args.members} check-ins, "
               f"{'no' if ok else 'some'} errors; {target}")
         return 0 if ok else 1

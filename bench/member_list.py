@@ -2,16 +2,23 @@
 
     .venv/bin/python bench/seed.py --scale 1.0 --data-dir var/bench-city   # once, minutes
     .venv/bin/python bench/member_list.py --data-dir var/bench-city        # seeds if absent
+    .venv/bin/python bench/member_list.py --scale 0.05 --requests 30       # a quick look (its
+                                                                            # largest branch is 1,200 too)
 
 Starts the real server as a subprocess (``python -m wxbackend serve``) on the
 same database, logs in as the demo city admin like a browser, and times 100
 sequential requests of each page: an ordinary branch's member list, the first
 page of a district committee's members (~25,000 in its subtree), that
-district's second page, and the first page of the largest branch. Beside each:
-the same service call in this process (``members.page``) and the database
-queries that call issues (captured, then replayed directly with pymongo), with
-the documents the database examined for them (``explain`` executionStats).
-Target: the server adds under 20 ms at p99 to the database's own time.
+district's second page, and the first and second pages of the largest branch
+(1,200 members). Beside each: the same service call in this process
+(``members.page``) and the database queries that call issues (captured, then
+replayed directly with pymongo), with the documents the database examined for
+them (``explain`` executionStats).
+
+Targets: the server adds under 20 ms at p99 to the database's own time; a page
+of the largest branch answers under 50 ms at p99 (it reads through the branch's
+name fences, ``services/orgs/member_fences.py``). Each page's fences are
+dropped before its first (cold) request, so that request includes cutting them.
 """
 
 from __future__ import annotations
@@ -37,7 +44,10 @@ from tests.webclient import WebClient
 from wxbackend.context import AppContext
 from wxbackend.demo import seed
 from wxbackend.services.accounts.access import Actor
-from wxbackend.services.orgs import members, orgtree
+from wxbackend.services.orgs import member_fences, members, orgtree
+
+# The largest branch's pages answer under this at p99 (issue #19).
+LARGE_BRANCH_P99_MS = 50.0
 
 
 class Capture(monitoring.CommandListener):
@@ -94,11 +104,15 @@ async def pick_targets(ctx: AppContext) -> list[tuple[str, dict[str, Any], str |
                   and not o["child_count"])
     largest = max((o for o in tree.nodes.values() if o["type"] == "branch"),
                   key=lambda o: o["member_count"])
-    _, cursor = await members.page(ctx, Actor.system_actor("bench"), district["_id"])
+    system = Actor.system_actor("bench")
+    _, cursor = await members.page(ctx, system, district["_id"])
+    largest = await orgs_model.get(ctx.db, largest["_id"])
+    _, branch_cursor = await members.page(ctx, system, largest["_id"])
     return [("ordinary branch, whole list", await orgs_model.get(ctx.db, branch["_id"]), None),
             ("district, first page", district, None),
             ("district, second page", district, cursor),
-            ("largest branch, first page", await orgs_model.get(ctx.db, largest["_id"]), None)]
+            ("largest branch, first page", largest, None),
+            ("largest branch, second page", largest, branch_cursor)]
 
 
 async def get_page(web: WebClient, url: str) -> int:
@@ -113,6 +127,7 @@ async def measure(ctx: AppContext, capture: Capture, web: WebClient, actor: Acto
     """Each round times the HTTP request, then the service call and the replayed
     queries, so that load from other processes falls on all of them alike."""
     url = f"/admin/orgs/{org['_id']}/members" + (f"?cursor={cursor}" if cursor else "")
+    await member_fences.forget(ctx, org["_id"])  # the cold request cuts them (large ones only)
     cold = await timed(lambda: get_page(web, url), 1)
     rows = await get_page(web, url)
     service = lambda: members.page(ctx, actor, org["_id"], cursor)  # noqa: E731
@@ -131,7 +146,7 @@ async def measure(ctx: AppContext, capture: Capture, web: WebClient, actor: Acto
     result: dict[str, Any] = {k: figures(v) for k, v in samples.items()}
     result["server_cpu_ms"] = (cpu_ms(server_pid) - cpu) / n
     result["handler"] = figures(handler_times(log, offset, url.split("?")[0]))
-    result.update(rows=rows, cold_ms=cold[0], queries=(len(member_finds), len(finds)),
+    result.update(rows=rows, cold_ms=cold[0], requests=n, queries=(len(member_finds), len(finds)),
                   examined=[await examined(ctx, f) for f in member_finds])
     return result
 
@@ -181,7 +196,7 @@ def report(label: str, org: dict[str, Any], result: dict[str, Any]) -> None:
     line = lambda name, f: print(f"  {name:<34} median {f['median']:7.1f} ms   p99 {f['p99']:7.1f} ms")  # noqa: E731
     print(f"\n{label}: {org['name']} ({org['code']}, {org['member_count']:,} members, "
           f"{org['subtree_member_count']:,} in subtree) -> {result['rows']} rows")
-    line("client: HTTP GET (100 requests)", result["server"])
+    line(f"client: HTTP GET ({result['requests']} requests)", result["server"])
     line("server: handler (its access log)", result["handler"])
     line("service: members.page in-process", result["service"])
     member_queries, all_queries = result["queries"]
@@ -197,6 +212,10 @@ def report(label: str, org: dict[str, Any], result: dict[str, Any]) -> None:
           f"over all its queries {result['server']['p99'] - all_p99:+.1f} ms")
     print(f"  server process CPU per request {result['server_cpu_ms']:.1f} ms; "
           f"first (cold) request {result['cold_ms']:.0f} ms")
+    if label.startswith("largest branch"):
+        p99 = result["server"]["p99"]
+        verdict = "meets" if p99 < LARGE_BRANCH_P99_MS else "MISSES"
+        print(f"  large branch: HTTP GET p99 {p99:.1f} ms ({verdict} the < {LARGE_BRANCH_P99_MS:.0f} ms target)")
 
 
 async def run(args: argparse.Namespace) -> None:

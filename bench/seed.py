@@ -5,7 +5,11 @@
 
 Reports the wall time of ``seed_city`` (with its phases), the peak resident
 memory of this process (``ru_maxrss``) and of the SecantusDB subprocess
-(``VmHWM`` from /proc, when this script started it).
+(``VmHWM`` from /proc, when this script started it), and what the driver's monitor
+saw: a failed heartbeat cancels every operation in flight, which is how the seed
+died with the client settings of before issue 19 (``[mongodb]`` in config/default.toml).
+The seed loads into indexed collections (``wxbackend.demo.loader.IndexesFirst``), so
+no index build holds the database for long.
 """
 
 from __future__ import annotations
@@ -19,15 +23,40 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pymongo import monitoring
+
 from bench._common import add_server_args, bench_env, proc_memory_mb
 from wxbackend.demo import seed
+
+
+class Heartbeats(monitoring.ServerHeartbeatListener):
+    """The driver monitor's view of the seed: heartbeats answered, the slowest, the failed."""
+
+    def __init__(self) -> None:
+        self.answered, self.slowest, self.failures = 0, 0.0, []
+
+    def started(self, event: monitoring.ServerHeartbeatStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.ServerHeartbeatSucceededEvent) -> None:
+        self.answered += 1
+        self.slowest = max(self.slowest, event.duration)
+
+    def failed(self, event: monitoring.ServerHeartbeatFailedEvent) -> None:
+        self.failures.append(f"{event.duration:.1f} s (awaited: {event.awaited}): {event.reply!r}")
+
+    def summary(self) -> str:
+        return (f"driver heartbeats: {self.answered} answered (slowest {self.slowest:.1f} s, a streamed "
+                f"hello being held up to heartbeat_frequency_ms), {len(self.failures)} failed"
+                + "".join(f"\n  failed after {line}" for line in self.failures))
 
 
 async def run(args: argparse.Namespace) -> None:
     from models import ensure_indexes
 
+    heartbeats = Heartbeats()
     with bench_env(args) as env:
-        ctx = await env.connect()
+        ctx = await env.connect(event_listeners=[heartbeats])
         try:
             if args.drop:
                 await ctx.mongo.drop_database(env.database)
@@ -39,6 +68,7 @@ async def run(args: argparse.Namespace) -> None:
             elapsed = time.perf_counter() - started
         finally:
             await ctx.close()
+            print(heartbeats.summary())  # also when the seed failed: was it cancelled?
         after = proc_memory_mb(env.mongo_pid())
         print(report.summary())
         print(f"seed_city wall time: {elapsed:.1f} s")

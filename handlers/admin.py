@@ -14,12 +14,14 @@ from models.enums import MEMBER_STATES, ORG_PARENT_TYPES
 from wxbackend.errors import DomainError, InvalidInput, TooManyRequests
 from wxbackend.services import orgs
 from wxbackend.services.accounts import admins, audit
-from wxbackend.services.orgs import lookups, members, orgtree
+from wxbackend.services.orgs import lookups, members, orgtree, unmasking
 
 MEMBER_FORM_FIELDS = ("name", "gender", "ethnicity", "birth_date", "education", "id_card", "phone",
                       "party_status", "joined_on", "full_on", "category")
 # Left blank on the edit form (kept unless re-entered): the birth date is digits of the ID card.
 MASKED_FORM_FIELDS = ("id_card", "phone", "birth_date")
+# A reload of the clear view, or a grant of another session: the masked page, and why.
+SHOWN_ONCE = "完整信息只显示一次；如需再次查看，请重新点击“查看完整信息”（将再次记入审计日志）"
 
 
 class LoginHandler(AdminHandler):
@@ -120,22 +122,24 @@ class OrgActionHandler(AdminHandler):
 
 
 class OrgMembersHandler(AdminHandler):
-    """The members of a subtree in tree order, with search. A search by full ID-card
-    number or phone is a POST: the number stays out of URLs (proxy logs, history), and
-    a link on another site cannot spend the admin's lookups or write their audit log."""
+    """The members of a subtree in tree order, or those whose name starts with ``q``,
+    paged both ways by keyset cursors. A search by full ID-card number or phone is a
+    POST: the number stays out of URLs (proxy logs, history), and a link on another
+    site cannot spend the admin's lookups or write their audit log."""
 
     @tornado.web.authenticated
     async def get(self, org_id: str) -> None:
         org = await orgs.view(self.ctx, self.actor, org_id)
         query = self.get_query_argument("q", "").strip()
-        cursor = self.get_query_argument("cursor", None)
         if query and lookups.exact_query(query):
             raise InvalidInput("lookup_by_post", "按身份证号码或手机号码查找，请使用页面上的搜索框")
+        cursors = {"after": self.get_query_argument("cursor", None),
+                   "before": self.get_query_argument("before", None)}
         if query:
-            rows, next_cursor = await members.search(self.ctx, self.actor, org["_id"], query, org=org), None
+            found = await members.search_names(self.ctx, self.actor, org, query, **cursors)
         else:
-            rows, next_cursor = await members.page(self.ctx, self.actor, org["_id"], cursor, org=org)
-        await self._render(org, rows, query=query, next_cursor=next_cursor)
+            found = await members.browse(self.ctx, self.actor, org, **cursors)
+        await self._render(org, found, query=query)
 
     @tornado.web.authenticated
     async def post(self, org_id: str) -> None:
@@ -147,19 +151,21 @@ class OrgMembersHandler(AdminHandler):
             self.redirect(f"/admin/orgs/{org['_id']}/members{search}")
             return
         rows = await members.search(self.ctx, self.actor, org["_id"], query, org=org)
-        await self._render(org, rows, exact=exact[0])
+        await self._render(org, members.MemberPage(rows), exact=exact[0])
 
-    async def _render(self, org: dict[str, Any], rows: list[dict[str, Any]], *, query: str = "",
-                      next_cursor: str | None = None, exact: str | None = None) -> None:
+    async def _render(self, org: dict[str, Any], found: members.MemberPage, *, query: str = "",
+                      exact: str | None = None) -> None:
         tree = await orgtree.snapshot(self.ctx)
-        self.render("admin/members.html", org=org, query=query, next_cursor=next_cursor, exact=exact,
-                    rows=[members.present(self.ctx, m) for m in rows], org_name=tree.name)
+        self.render("admin/members.html", org=org, query=query, exact=exact, page=found,
+                    rows=[members.present(self.ctx, m) for m in found.rows], org_name=tree.name,
+                    crumbs=[*await orgs.breadcrumbs(self.ctx, org), org])
 
 
 class MemberNewHandler(AdminHandler):
     @tornado.web.authenticated
     async def get(self, org_id: str) -> None:
         org = await orgs.view(self.ctx, self.actor, org_id)
+        self.actor.require("member.edit", org["org_ancestors"])  # no form for who may not send it
         self.render("admin/member_form.html", org=org, member=None, values={}, errors={})
 
     @tornado.web.authenticated
@@ -183,24 +189,30 @@ def _field_errors(exc: InvalidInput) -> dict[str, str]:
 
 
 class MemberHandler(AdminHandler):
+    """A member, masked; clear once after 查看完整信息 (``?shown=`` the grant its POST made)."""
+
     @tornado.web.authenticated
     async def get(self, member_id: str) -> None:
         member = await members.get_visible(self.ctx, self.actor, member_id)
+        token = self.get_query_argument("shown", "")
+        clear = await unmasking.redeem(self.ctx, self.actor, member, self.session_id, token) if token else None
         org = await orgs.get(self.ctx, member["org_id"])
         self.render("admin/member.html", member=members.present(self.ctx, member), org=org,
-                    unmasked=None, states=MEMBER_STATES)
+                    unmasked=clear, states=MEMBER_STATES, crumbs=[*await orgs.breadcrumbs(self.ctx, org), org],
+                    flash=SHOWN_ONCE if token and clear is None else self.get_query_argument("msg", ""))
 
 
 class MemberUnmaskHandler(AdminHandler):
-    """POST, not GET: showing clear personal data is an audited action."""
+    """POST, not GET: showing clear personal data is an audited action. It then redirects
+    (303) to the member's page, which shows the numbers once: reloading that page does not
+    post again, and the clear view is reachable only through this audited POST."""
 
     @tornado.web.authenticated
     async def post(self, member_id: str) -> None:
-        member = await members.get_visible(self.ctx, self.actor, member_id)
-        clear = await members.unmask(self.ctx, self.actor, member["_id"])
-        org = await orgs.get(self.ctx, member["org_id"])
-        self.render("admin/member.html", member=members.present(self.ctx, member), org=org,
-                    unmasked={**clear, "birth_date": member.get("birth_date") or ""}, states=MEMBER_STATES)
+        if self.session_id is None:  # never so once authenticated; keeps the type honest
+            raise tornado.web.HTTPError(401)
+        token = await unmasking.grant(self.ctx, self.actor, member_id, self.session_id)
+        self.redirect(f"/admin/members/{member_id}?shown={token}", status=303)
 
 
 class MemberEditHandler(AdminHandler):
@@ -248,9 +260,9 @@ class AuditHandler(AdminHandler):
         days = int(days_arg) if days_arg.isdigit() else 0
         before_arg = self.get_query_argument("before", "")
         before = ObjectId(before_arg) if ObjectId.is_valid(before_arg) else None
-        rows = await audit.page(self.ctx, self.actor, org["_id"], days=days, before=before)
-        self.render("admin/audit.html", org=org, rows=rows, days=days, labels=audit.ACTION_LABELS,
-                    next_before=rows[-1]["_id"] if len(rows) == 50 else None)
+        entries = await audit.page(self.ctx, self.actor, org["_id"], days=days, before=before)
+        self.render("admin/audit.html", org=org, entries=entries, days=days,
+                    next_before=entries[-1].id if len(entries) == audit.PAGE_SIZE else None)
 
 
 ROUTES = [

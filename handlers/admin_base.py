@@ -27,6 +27,9 @@ _BEFORE_PASSWORD_CHANGE = frozenset({PASSWORD_PAGE, "/admin/logout", "/admin/log
 class AdminHandler(BaseHandler):
     # Set by prepare() for a session whose password a higher admin has reset.
     must_change_password = False
+    # The live session's id (from its signed cookie), set by prepare(): what a grant
+    # made for this browser session (e.g. unmasking.grant) is bound to.
+    session_id: str | None = None
 
     async def prepare(self) -> None:
         super().prepare()
@@ -38,6 +41,7 @@ class AdminHandler(BaseHandler):
         if session is None:
             return
         self.current_user = session.actor
+        self.session_id = sid.decode()
         self.must_change_password = session.must_change_password
         if session.must_change_password and self.request.path not in _BEFORE_PASSWORD_CHANGE:
             self.redirect(PASSWORD_PAGE)
@@ -78,5 +82,6 @@ class AdminHandler(BaseHandler):
     def render(self, template_name: str, **kwargs: Any) -> Any:
         kwargs.setdefault("actor", self.current_user)
         kwargs.setdefault("flash", self.get_query_argument("msg", ""))
+        kwargs.setdefault("crumb_here", "")  # _crumbs.html: the page's own name after the path
         return super().render(template_name, **kwargs)
 

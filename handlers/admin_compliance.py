@@ -3,7 +3,9 @@
 Pages (``meeting.view`` to look, ``meeting.manage`` to act; the services check)::
 
     /admin/orgs/<org>/compliance?month=2026-03     a branch's months, or a committee's
-                                                   compliant / non-compliant branches
+                                                   compliant / non-compliant branches, with
+                                                   two charts (rate per child organisation,
+                                                   the last 12 months' rate)
     /admin/orgs/<org>/ledger?month=2026-03         a branch's meetings of the month
     /admin/orgs/<org>/ledger/2026-03.xlsx          the same, as an Excel workbook
     /admin/meetings/<id>/ledger                    one entry: attendance, minutes,
@@ -13,6 +15,10 @@ Pages (``meeting.view`` to look, ``meeting.manage`` to act; the services check):
     /admin/members/<id>/attendance?year=2026       one member's year
 
 :func:`compliance_panel` gives the organisation page its panel.
+
+The charts are Apache ECharts, served from our own static path
+(``static/vendor/echarts/``), drawn by ``static/compliance-charts.js`` from a
+``<script type="application/json">`` block: the page carries no inline script.
 """
 
 from __future__ import annotations
@@ -70,6 +76,22 @@ def percent(rate: float | None) -> str:
     return "—" if rate is None else f"{rate:.0%}"
 
 
+def _points(rate: float | None) -> float | None:
+    return None if rate is None else round(rate * 100, 1)
+
+
+def chart_data(summary: compliance.CommitteeSummary, trend: list[compliance.TrendPoint]) -> dict[str, Any]:
+    """What ``static/compliance-charts.js`` draws (rates in percent, None where no branch)."""
+    return {
+        "month": summary.month, "in_progress": summary.in_progress,
+        "suborgs": [{"name": r.org["name"], "rate": _points(r.rate), "compliant": r.compliant,
+                     "branches": r.branches} for r in summary.children],
+        "trend": [{"month": p.month, "rate": None if p.phase == compliance.FUTURE else _points(p.rate),
+                   "compliant": p.compliant, "branches": p.branches,
+                   "in_progress": p.phase == compliance.RUNNING} for p in trend],
+    }
+
+
 class ComplianceHandler(MonthMixin):
     @tornado.web.authenticated
     async def get(self, org_id: str) -> None:
@@ -82,7 +104,9 @@ class ComplianceHandler(MonthMixin):
                         status=year[-1], year=list(reversed(year)))
             return
         summary = await compliance.committee_summary(self.ctx, self.actor, org["_id"], month)
-        self.render("admin/compliance.html", org=org, month=month, crumbs=crumbs, summary=summary)
+        trend = await compliance.committee_trend(self.ctx, self.actor, org["_id"], month)
+        self.render("admin/compliance.html", org=org, month=month, crumbs=crumbs, summary=summary,
+                    trend=trend, chart_json=tornado.escape.json_encode(chart_data(summary, trend)))
 
 
 class LedgerHandler(MonthMixin):

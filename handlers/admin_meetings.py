@@ -23,6 +23,13 @@ most show the secretary their own stored image.
 
 The two live pages poll their JSON with a few lines of plain JavaScript, so
 the code changes and the board fills without reloading.
+
+The planning form picks 指定党员 by name (checkboxes ``member_ids``, one value
+each); for a large branch it searches by name instead (``member_q`` with the
+button ``find_members``, which posts the form back to itself and saves nothing).
+Its fields: ``type title topic place online_link start end reminder_minutes
+agenda audience group_id member_ids allow_branch_members rotating_only latitude
+longitude`` and, when the times are over, ``confirm_past`` (补录).
 """
 
 from __future__ import annotations
@@ -43,16 +50,18 @@ from models.enums import MEETING_TYPES
 from wxbackend.clock import SHANGHAI
 from wxbackend.errors import InvalidInput
 from wxbackend.services import meetings, orgs
-from wxbackend.services.meetings import checkin, checkin_codes, printed_codes
+from wxbackend.services.meetings import audience, checkin, checkin_codes, printed_codes
+from wxbackend.services.meetings.rules import secretary_actions
 
 FORM_FIELDS = ("type", "title", "topic", "agenda", "place", "online_link", "start", "end",
-               "reminder_minutes", "audience", "group_id", "member_ids", "latitude", "longitude")
+               "reminder_minutes", "audience", "group_id", "latitude", "longitude")
 FORM_CHECKBOXES = ("allow_branch_members", "rotating_only")
 ACTIONS_DONE = {"publish": "已发布，参会党员将收到通知", "start": "会议已开始", "finish": "会议已结束",
                 "cancel": "会议已取消，已通知参会党员", "minutes": "会议记录已保存",
                 "confirm-minutes": "会议记录已确认", "amend-minutes": "修正已记录",
                 "materials": "材料已上传", "leave": "已处理请假申请", "checkin": "已代签到",
                 "codes": "签到码已生成", "renew-codes": "签到码已更换，此前打印的签到码已失效，请重新打印"}
+BACKFILLED = "已作为补录发布：会议时间已过，未通知参会党员"
 
 
 def _month(text: str, today: date) -> tuple[int, int]:
@@ -86,15 +95,25 @@ class CalendarHandler(AdminHandler):
 class FormMixin(AdminHandler):
     def form_values(self) -> dict[str, Any]:
         values: dict[str, Any] = {f: self.form(f) for f in FORM_FIELDS}
-        for name in FORM_CHECKBOXES:
+        for name in (*FORM_CHECKBOXES, "confirm_past"):
             values[name] = self.get_body_argument(name, "") == "on"
+        # One checkbox a member; a value may still hold several ids separated by spaces.
+        values["member_ids"] = [i for v in self.get_body_arguments("member_ids") for i in v.replace(",", " ").split()]
+        values["member_q"] = self.form("member_q")
         return values
+
+    def finding_members(self) -> bool:
+        """查找 in a large branch's picker: show the form again with the matches, save nothing."""
+        return bool(self.get_body_argument("find_members", ""))
 
     async def render_form(self, org: dict[str, Any], meeting: dict[str, Any] | None,
                           values: dict[str, Any], errors: dict[str, str]) -> None:
-        groups = await orgs.children(self.ctx, self.actor, org)
+        choices = await audience.form_choices(
+            self.ctx, self.actor, org, keep_type=meeting["type"] if meeting else None,
+            keep_audience=(meeting or {}).get("audience", {}).get("kind"),
+            picked=values.get("member_ids") or [], query=values.get("member_q") or "")
         self.render("admin/meeting_form.html", org=org, meeting=meeting, values=values, errors=errors,
-                    types=MEETING_TYPES, groups=[g for g in groups if g["type"] == "group"])
+                    choices=choices, picker=choices.picker)
 
 
 def _errors(exc: InvalidInput) -> dict[str, str]:
@@ -109,7 +128,7 @@ def form_of(meeting: dict[str, Any]) -> dict[str, Any]:
             "start": meeting["start"].astimezone(SHANGHAI).strftime("%Y-%m-%dT%H:%M"),
             "end": meeting["end"].astimezone(SHANGHAI).strftime("%Y-%m-%dT%H:%M"),
             "audience": audience.get("kind", "branch"), "group_id": str(audience.get("group_id") or ""),
-            "member_ids": " ".join(str(i) for i in audience.get("member_ids") or []),
+            "member_ids": [str(i) for i in audience.get("member_ids") or []],
             "reminder_minutes": meeting.get("reminder_minutes") or "",
             "latitude": (meeting.get("geo") or {}).get("lat", ""),
             "longitude": (meeting.get("geo") or {}).get("lng", ""),
@@ -130,13 +149,18 @@ class MeetingNewHandler(FormMixin):
     async def post(self, org_id: str) -> None:
         org = await orgs.view(self.ctx, self.actor, org_id)
         values = self.form_values()
+        if self.finding_members():
+            await self.render_form(org, None, values, {})
+            return
         try:
             meeting = await meetings.create(self.ctx, self.actor, org["_id"], values)
         except InvalidInput as exc:
             self.set_status(400)
             await self.render_form(org, None, values, _errors(exc))
             return
-        self.redirect(f"/admin/meetings/{meeting['_id']}?msg=" + tornado.escape.url_escape("已保存为草稿，发布后通知参会党员"))
+        saved = "已保存为补录草稿：会议时间已过，发布时不通知党员" if meeting["end"] <= self.ctx.clock.now() \
+            else "已保存为草稿，发布后通知参会党员"
+        self.redirect(f"/admin/meetings/{meeting['_id']}?msg=" + tornado.escape.url_escape(saved))
 
 
 class MeetingEditHandler(FormMixin):
@@ -150,6 +174,9 @@ class MeetingEditHandler(FormMixin):
     async def post(self, meeting_id: str) -> None:
         meeting = await meetings.view(self.ctx, self.actor, meeting_id)
         values = self.form_values()
+        if self.finding_members():
+            await self.render_form(await orgs.get(self.ctx, meeting["org_id"]), meeting, values, {})
+            return
         try:
             await meetings.update(self.ctx, self.actor, meeting["_id"], values)
         except InvalidInput as exc:
@@ -165,6 +192,7 @@ class MeetingHandler(AdminHandler):
         meeting = await meetings.view(self.ctx, self.actor, meeting_id)
         now = self.ctx.clock.now()
         org = await orgs.get(self.ctx, meeting["org_id"])
+        meeting = await meetings.with_marks(self.ctx, meeting)  # marks are documents of their own
         names = await meetings.member_names(self.ctx, meeting)
         unmarked = sorted(((str(i), names.get(str(i), "")) for i in meeting.get("expected") or ()
                            if str(i) not in (meeting.get("attendance") or {})), key=lambda p: p[1])
@@ -173,6 +201,7 @@ class MeetingHandler(AdminHandler):
                     leave=meetings.leave_requests(meeting, names), unmarked=unmarked,
                     absent=meetings.absent_count(meeting), minutes_text=meetings.current_minutes(meeting),
                     opens=meetings.checkin_opens_at(self.ctx, meeting), now=now,
+                    actions=secretary_actions(meeting, now),
                     settings=self.ctx.settings.meetings, codes=printed_codes.codes_state(meeting, now))
 
 
@@ -182,8 +211,9 @@ class MeetingActionHandler(AdminHandler):
     @tornado.web.authenticated
     async def post(self, meeting_id: str, action: str) -> None:
         ctx, actor = self.ctx, self.actor
+        done = ACTIONS_DONE.get(action, "")
         if action == "publish":
-            await meetings.publish(ctx, actor, meeting_id)
+            done = await self.publish(meeting_id)
         elif action in ("start", "finish"):
             await getattr(meetings, action)(ctx, actor, meeting_id)
         elif action == "cancel":
@@ -208,7 +238,13 @@ class MeetingActionHandler(AdminHandler):
             await meetings.add_material(ctx, actor, meeting_id, upload["filename"], upload["body"])
         else:
             raise tornado.web.HTTPError(404)
-        self.redirect(f"/admin/meetings/{meeting_id}?msg=" + tornado.escape.url_escape(ACTIONS_DONE[action]))
+        self.redirect(f"/admin/meetings/{meeting_id}?msg=" + tornado.escape.url_escape(done))
+
+    async def publish(self, meeting_id: str) -> str:
+        """发布; a meeting already over only as a confirmed record (补录), which notifies nobody."""
+        published = await meetings.publish(self.ctx, self.actor, meeting_id,
+                                           confirm_past=self.get_body_argument("confirm_past", "") == "on")
+        return BACKFILLED if published.get("backfilled") else ACTIONS_DONE["publish"]
 
 
 class MaterialHandler(AdminHandler):

@@ -87,7 +87,8 @@ class OutboxHandler(AdminHandler):
                     kinds={k.name: k.title for k in self.ctx.registry.kinds.values()},
                     statuses=outbox.STATUS_LABELS, channels=outbox.CHANNEL_LABELS,
                     health=await outbox.health(self.ctx), can_retry=self.actor.can(
-                        "outbox.retry", org["org_ancestors"]))
+                        "outbox.retry", org["org_ancestors"]),
+                    wechat_failure=outbox.failure_advice, retry_helps=outbox.retry_helps)
 
 
 class RetryHandler(AdminHandler):
@@ -103,14 +104,16 @@ class RetryManyHandler(AdminHandler):
     @tornado.web.authenticated
     async def post(self) -> None:
         ids = self.get_body_arguments("id")
-        done = 0
+        done, hopeless = 0, 0
         for notification_id in ids[:outbox.PAGE_SIZE]:
             try:
                 await outbox.retry(self.ctx, self.actor, notification_id)
                 done += 1
-            except Conflict:
-                continue  # already retried by someone else
-        _back(self, "/admin/outbox", f"已重新发送{done}条")
+            except Conflict as refused:
+                # Retried by someone else meanwhile: nothing to say. Hopeless: say so.
+                hopeless += refused.code == "retry_cannot_help"
+        note = f"，{hopeless}条重新发送也不会成功（见各条的处理建议），未发送" if hopeless else ""
+        _back(self, "/admin/outbox", f"已重新发送{done}条{note}")
 
 
 class ResumeHandler(AdminHandler):

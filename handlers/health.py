@@ -22,23 +22,37 @@ from wxbackend import metrics
 from wxbackend.errors import Forbidden
 from wxbackend.settings import Network, env_name, parse_networks
 
+# How long /healthz waits for each dependency's answer (seconds).
+CHECK_SECONDS = 2.5
+
 
 class HealthHandler(JsonHandler):
+    """200 while the dependencies serve, if slowly; 503 when one is down.
+
+    ``mongo`` is "ok", "slow" (the ping took longer than CHECK_SECONDS but the driver's
+    monitor still reaches the server: an index build or a busy embedded server, which
+    requests wait out) or "down" (no usable server). A load balancer that took an instance
+    out for slowness would only move its load onto the others, which share the database.
+    """
+
     async def get(self) -> None:
         mongo, redis = await asyncio.gather(self._mongo(), self._redis())
         body = {"mongo": mongo, "redis": redis}
-        self.write_json(body, 200 if mongo == redis == "ok" else 503)
+        self.write_json(body, 503 if "down" in (mongo, redis) else 200)
 
     async def _mongo(self) -> str:
         try:
-            await asyncio.wait_for(self.ctx.db.command("ping"), timeout=2.5)
+            await asyncio.wait_for(self.ctx.db.command("ping"), timeout=CHECK_SECONDS)
             return "ok"
+        except TimeoutError:
+            # Unanswered, but the monitor's heartbeats have not failed: busy, not gone.
+            return "slow" if self.ctx.mongo.topology_description.has_writable_server() else "down"
         except Exception:
             return "down"
 
     async def _redis(self) -> str:
         try:
-            await asyncio.wait_for(self.ctx.redis.ping(), timeout=2.5)
+            await asyncio.wait_for(self.ctx.redis.ping(), timeout=CHECK_SECONDS)
             return "ok"
         except Exception:
             return "down"

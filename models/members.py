@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, IndexModel, UpdateOne
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 import models
@@ -82,19 +82,52 @@ async def in_orgs(db: AsyncDatabase, org_ids: list[ObjectId],
     return await cursor.to_list()
 
 
-async def in_org_after(db: AsyncDatabase, org_id: ObjectId, name: str, limit: int,
-                       fields: dict[str, int] | None = None) -> list[dict[str, Any]]:
-    """Keyset page inside one (large) organisation: names >= ``name``."""
-    cursor = (db[COLLECTION].find({"org_id": org_id, "name": {"$gte": name}}, fields or LIST_FIELDS)
-              .sort([("name", ASCENDING), ("_id", ASCENDING)]).limit(limit))
-    return await cursor.to_list()
+async def in_org_range(db: AsyncDatabase, org_id: ObjectId, low: str | None, high: str | None, *,
+                       through: bool = False) -> list[dict[str, Any]]:
+    """Members of one organisation with ``low <= name < high`` (``<= high`` when ``through``);
+    None leaves that side open. A tight range is what keeps a large branch's page cheap:
+    the database reads every document the filter matches, whatever the limit."""
+    query: dict[str, Any] = {"org_id": org_id}
+    names: dict[str, str] = {}
+    if low is not None:
+        names["$gte"] = low
+    if high is not None:
+        names["$lte" if through else "$lt"] = high
+    if names:
+        query["name"] = names
+    return await db[COLLECTION].find(query, LIST_FIELDS).sort("name", ASCENDING).to_list()
+
+
+async def names_in_org(db: AsyncDatabase, org_id: ObjectId) -> list[str]:
+    """Every member's name in one organisation, sorted: read once to cut it into name intervals."""
+    cursor = db[COLLECTION].find({"org_id": org_id}, {"name": 1, "_id": 0}).sort("name", ASCENDING)
+    return [doc["name"] async for doc in cursor]
+
+
+# Above every name that starts with a prefix (the last code point, not U+FFFF: a name may
+# hold a character beyond the Basic Multilingual Plane).
+PREFIX_END = "\U0010ffff"
 
 
 async def search_name(db: AsyncDatabase, scope_ids: list[ObjectId], prefix: str,
                       limit: int) -> list[dict[str, Any]]:
     query = {"org_ancestors": scope_ids[0] if len(scope_ids) == 1 else {"$in": scope_ids},
-             "name": {"$gte": prefix, "$lt": prefix + "\uffff"}}
+             "name": {"$gte": prefix, "$lt": prefix + PREFIX_END}}
     cursor = db[COLLECTION].find(query, LIST_FIELDS).sort("name", ASCENDING).limit(limit)
+    return await cursor.to_list()
+
+
+async def search_name_from(db: AsyncDatabase, scope_id: ObjectId, prefix: str, limit: int, *,
+                           after: str | None = None, before: str | None = None) -> list[dict[str, Any]]:
+    """Members of a subtree whose name starts with ``prefix``, by (name, _id): those named
+    ``after`` or later, or (descending) those named ``before`` or earlier. Namesakes of the
+    cursor row on its near side match too; the caller skips them."""
+    if before is not None:
+        names, order = {"$gte": prefix, "$lte": before}, DESCENDING
+    else:
+        names, order = {"$gte": max(prefix, after or ""), "$lt": prefix + PREFIX_END}, ASCENDING
+    cursor = (db[COLLECTION].find({"org_ancestors": scope_id, "name": names}, LIST_FIELDS)
+              .sort([("name", order), ("_id", order)]).limit(limit))
     return await cursor.to_list()
 
 
@@ -105,6 +138,12 @@ async def by_phone(db: AsyncDatabase, bidx: str) -> list[dict[str, Any]]:
 async def insert_many(db: AsyncDatabase, docs: list[dict[str, Any]]) -> None:
     if docs:
         await db[COLLECTION].insert_many(docs, ordered=False)
+
+
+async def delete_ids(db: AsyncDatabase, member_ids: list[ObjectId]) -> None:
+    """Undo of inserts whose ids the caller chose (an import rolled back)."""
+    if member_ids:
+        await db[COLLECTION].delete_many({"_id": {"$in": member_ids}})
 
 
 async def bulk_update(db: AsyncDatabase, updates: list[tuple[ObjectId, dict[str, Any]]]) -> None:

@@ -50,6 +50,13 @@ async def get(db: AsyncDatabase, org_id: ObjectId) -> dict[str, Any] | None:
     return await db[COLLECTION].find_one({"_id": org_id})
 
 
+async def by_ids(db: AsyncDatabase, org_ids: list[ObjectId], fields: dict[str, int]) -> list[dict[str, Any]]:
+    """Organisations by id (the names of an audit page); in no particular order."""
+    if not org_ids:
+        return []
+    return await db[COLLECTION].find({"_id": {"$in": org_ids}}, fields).to_list()
+
+
 async def get_by_code(db: AsyncDatabase, code: str) -> dict[str, Any] | None:
     return await db[COLLECTION].find_one({"code": code})
 
@@ -95,6 +102,20 @@ async def adjust_member_counts(db: AsyncDatabase, org_id: ObjectId, org_ancestor
     if members:
         await db[COLLECTION].update_many(
             {"_id": {"$in": list(org_ancestors)}}, {"$inc": {"subtree_member_count": members}})
+
+
+async def adjust_counts_once(db: AsyncDatabase, org_id: ObjectId, marker: str, inc: dict[str, int]) -> bool:
+    """``$inc`` the counters once per ``marker`` (a job that resumes after a crash must not
+    count twice): the marker is kept on the document until :func:`forget_count_markers`."""
+    result = await db[COLLECTION].update_one(
+        {"_id": org_id, "count_markers": {"$ne": marker}},
+        {"$inc": inc, "$push": {"count_markers": {"$each": [marker], "$slice": -50}}})
+    return result.modified_count == 1
+
+
+async def forget_count_markers(db: AsyncDatabase, org_ids: list[ObjectId], marker: str) -> None:
+    if org_ids:
+        await db[COLLECTION].update_many({"_id": {"$in": org_ids}}, {"$pull": {"count_markers": marker}})
 
 
 async def adjust_subtree_counts(db: AsyncDatabase, org_ids: list[ObjectId], members: int) -> None:

@@ -107,4 +107,5 @@ async def held(ctx: AppContext, org: dict[str, Any], meeting_type: str, day: dat
 
 
 async def reload(ctx: AppContext, meeting_id: ObjectId) -> dict[str, Any]:
-    return await meetings_model.get(ctx.db, meeting_id)
+    """The meeting as stored, with its marks (their own documents) as an ``attendance`` map."""
+    return await meetings_model.with_marks(ctx.db, await meetings_model.get(ctx.db, meeting_id))

@@ -104,7 +104,8 @@ async def bind(ctx: AppContext, member: dict[str, Any], channel: str, openid: st
 
 
 async def reload(ctx: AppContext, meeting: dict[str, Any]) -> dict[str, Any]:
-    return await meetings_model.get(ctx.db, meeting["_id"])
+    """The meeting as stored, with its marks (their own documents) as an ``attendance`` map."""
+    return await meetings_model.with_marks(ctx.db, await meetings_model.get(ctx.db, meeting["_id"]))
 
 
 async def notices(ctx: AppContext, people: list[dict[str, Any]]) -> dict[str, list[str]]:

@@ -221,6 +221,9 @@ async def test_account_list_is_scoped_and_unknown_ids_are_404(ctx, city, web):
     assert page.status_code == 200 and "auditor_a" in page.text
     assert f'/admin/users/{city.users["auditor_a"]["_id"]}"' in page.text
     assert f'/admin/users/{city.users["east"]["_id"]}"' not in page.text  # oneself: no manage link
+    # The city above the district is named in the crumbs but not a link to a 403.
+    assert "中共示范市委员会" in page.text and f"/admin/users?org={city.org('root')}" not in page.text
+    assert f"/admin/users?org={city.org('branch_a1')}" in page.text
     assert (await web.get(f"/admin/users?org={city.org('district_b')}")).status_code == 403
     assert (await web.get("/admin/users/0123456789abcdef01234567")).status_code == 404
     missing = await web.post_form("/admin/users/0123456789abcdef01234567/reset")

@@ -140,7 +140,9 @@ async def test_unmask_over_the_web_is_a_logged_post(ctx, city, web):
     fields = member_fields("揭示")
     member = await members.create(ctx, actor_of(city, "sec_a1"), city.org("branch_a1"), fields)
     await web.login("sec_a1", ADMIN_PASSWORD)
-    shown = await web.post_form(f"/admin/members/{member['_id']}/unmask")
+    posted = await web.post_form(f"/admin/members/{member['_id']}/unmask")
+    assert posted.status_code == 303
+    shown = await web.get(posted.headers["location"])
     assert shown.status_code == 200 and fields["id_card"] in shown.text
     audit = await web.get(f"/admin/audit?org={city.org('branch_a1')}")
     assert audit.status_code == 403  # secretaries do not read the audit log

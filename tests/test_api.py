@@ -2,14 +2,17 @@
 
 import asyncio
 import json
+from datetime import timedelta
 
 import httpx
 import pytest
 
 from handlers.api.openapi import api_routes, endpoints
-from tests.conftest import actor_of
+from tests.conftest import ADMIN_PASSWORD, actor_of
 from tests.factories import member_fields
+from tests.meetings_helpers import plan_fields
 from wxbackend.app import make_app
+from wxbackend.services import meetings
 from wxbackend.services.orgs import members
 
 API = "/api/v1"
@@ -282,3 +285,48 @@ async def test_bind_locks_a_name_whatever_accounts_guess_it(ctx, api, sandbox, m
     assert int(answer.headers["Retry-After"]) > 86000
     assert "mp_openid" not in await ctx.db.members.find_one({"_id": created["_id"]})
     assert (await api.get(f"{API}/me", headers=bearer(token))).status_code == 403  # still not bound
+
+
+def assert_plain_utf8_json(answer, *texts):
+    """A JSON body as written: the content type says UTF-8 and the Chinese is in raw bytes."""
+    assert answer.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert b"\\u" not in answer.content, answer.content[:200]
+    for text in texts:
+        assert text.encode("utf-8") in answer.content
+
+
+async def test_errors_and_successes_are_plain_utf8_json(api, sandbox, member):
+    unauthorised = await api.get(f"{API}/me")
+    assert unauthorised.status_code == 401
+    assert_plain_utf8_json(unauthorised, "登录已失效，请重新登录")
+    invalid = await api.post(f"{API}/auth/login", content=b"{not json")
+    assert invalid.status_code == 400
+    assert_plain_utf8_json(invalid, "请求内容不是有效的 JSON")
+    assert_plain_utf8_json(await api.get(f"{API}/no-such-path"), "找不到该页面")
+    token = await bound_token(api, sandbox, member)
+    assert_plain_utf8_json(await api.get(f"{API}/me", headers=bearer(token)), "小程序党员")
+    assert_plain_utf8_json(await api.get(f"{API}/openapi.json"), "小程序登录")
+
+
+async def test_idempotent_replays_of_errors_are_plain_utf8(api, sandbox, member):
+    _, fields = member
+    token = (await login(api, sandbox, "oReplay"))["token"]
+    wrong = {"name": fields["name"], "id_card": member_fields()["id_card"], "phone": fields["phone"]}
+    headers = {**bearer(token), "Idempotency-Key": "utf8-replay"}
+    first = await api.post(f"{API}/me/bind", headers=headers, json=wrong)
+    again = await api.post(f"{API}/me/bind", headers=headers, json=wrong)
+    assert first.status_code == again.status_code == 422 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.content == first.content
+    assert_plain_utf8_json(again, first.json()["error"]["message"])
+
+
+async def test_dicts_written_by_admin_handlers_are_plain_utf8_json(ctx, city, web):
+    secretary = actor_of(city, "sec_a1")
+    await members.create(ctx, secretary, city.org("branch_a1"), member_fields("看板党员"))
+    start = ctx.clock.now() + timedelta(days=2)
+    draft = await meetings.create(ctx, secretary, city.org("branch_a1"), plan_fields(start))
+    await meetings.publish(ctx, secretary, draft["_id"])
+    await web.login("sec_a1", ADMIN_PASSWORD)
+    board = await web.get(f"/admin/meetings/{draft['_id']}/board.json")
+    assert board.status_code == 200
+    assert_plain_utf8_json(board, "看板党员")

@@ -99,6 +99,8 @@ async def test_this_months_compliance_follows_the_clock(ctx, when, month, owed):
     assert panel["this"].month == month
     assert panel["this"].missing == owed and panel["this"].compliant is (not owed)
     assert panel["last"].month == compliance.shift_month(month, -1)
+    # The clock's month is in progress (已开展 / 待开展), the month before it judged.
+    assert (panel["this"].phase, panel["last"].phase) == ("running", "closed")
 
 
 @pytest.mark.parametrize("when, month", [("2027-04-30T23:59+08:00", "2027-04"),

@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 from bson import ObjectId
 
+from models import meetings as meetings_model
 from tests.meetings_helpers import add_people, build_town, live_meeting, planned_meeting, reload
 from wxbackend.errors import DomainError
 from wxbackend.services import meetings
@@ -155,8 +156,9 @@ async def test_a_meeting_moved_meanwhile_is_judged_again(ctx, town):
     meeting = await live_meeting(ctx, town)
     await checkin._header(ctx, meeting["_id"])        # this process now holds the old times
     later = ctx.clock.now() + timedelta(days=1)
-    await ctx.db.meetings.update_one({"_id": meeting["_id"]},
-                                     {"$set": {"start": later, "end": later + timedelta(hours=1)}})
+    # Moved by another process (every change of a meeting goes through its model).
+    await meetings_model.update_one_if(ctx.db, meeting["_id"], {},
+                                       {"$set": {"start": later, "end": later + timedelta(hours=1)}})
     await refused(checkin.check_in_member(ctx, meeting["_id"], people[0], scene=printed(meeting)), "checkin_window_closed")
     assert (await reload(ctx, meeting))["attendance"] == {}
 

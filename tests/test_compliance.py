@@ -11,6 +11,7 @@ from models import compliance as model
 from models import meetings as meetings_model
 from tests.meetingkit import actor as actor_of
 from tests.meetingkit import add_members, build, held, light_city
+from wxbackend.clock import parse_instant
 from wxbackend.errors import Forbidden, InvalidInput
 from wxbackend.services import meetings
 from wxbackend.services.meetings import compliance
@@ -159,6 +160,7 @@ async def test_meetings_that_do_not_count_change_nothing(ctx, city, a1_members):
 
 
 async def test_finish_through_the_meetings_service_is_counted_once(ctx, city, a1_members):
+    ctx.clock.set(parse_instant("2026-01-10T18:00+08:00"))  # after the meeting's start: it may finish
     doc = build(city.branch_a1, "theme_day", JAN, a1_members, status="in_progress")
     await meetings_model.insert(ctx.db, doc)
     for member in a1_members[:2]:

@@ -7,7 +7,6 @@ audit log are compared before and after.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import os
@@ -20,11 +19,14 @@ from typing import Any
 
 import openpyxl
 import pytest
+from bson import ObjectId
 
 from models import members as members_model
 from models import orgs as orgs_model
 from tests.conftest import ADMIN_PASSWORD, SYSTEM, actor_of
 from tests.factories import member_fields
+from tests.notifykit import drain
+from wxbackend import jobs
 from wxbackend.errors import Conflict
 from wxbackend.services.orgs import importer, members
 from wxbackend.services.orgs.import_sheet import (
@@ -392,38 +394,59 @@ async def test_rows_without_org_code_need_a_branch(ctx, city, seeded):
     await assert_refused(ctx, city, seeded, result)
 
 
-async def test_a_write_failing_halfway_is_reported_and_counted_honestly(ctx, city, caplog):
-    """Validation is complete before writing, so only a race can fail a write: here a
-    member registered after the check. What was written is counted, said and logged."""
-    rows = people(3)
-    sheet = importer.Sheet({}, [(i + 2, row) for i, row in enumerate(rows)])
-    checked = await importer._check(ctx, SYSTEM, importer._Report(sheet, importer.ImportResult("x")),
-                                    city.branch_a1, None)
-    await members.create(ctx, SYSTEM, city.org("branch_a2"), rows[1])  # the race
-    result = importer.ImportResult("名册.xlsx", rows=3)
-    await importer._write(ctx, SYSTEM, checked, result)
-    assert not result.ok and result.partial
-    assert (result.created, result.updated) == (2, 0)
-    assert "已新增2人" in result.summary() and "重新导入同一文件" in result.summary()
-    assert await counters(ctx, city, "branch_a1") == (2, 2, 2)
-    assert await counters(ctx, city, "district_a") == (0, 0, 3)
-    assert any(r.levelname == "ERROR" and "failed halfway" in r.getMessage() for r in caplog.records)
-    entry = (await import_audits(ctx, city.org("branch_a1")))[0]
-    assert entry["details"]["created"] == 2 and entry["details"]["partial"] is True
+async def test_a_member_registered_between_check_and_write_rolls_the_whole_import_back(ctx, city, seeded):
+    """Only a race can fail a checked write: here a number registered after the checks, in
+    the second of three chunks. What the first chunk inserted and updated is undone."""
+    ctx.settings.members.import_chunk_rows = 2
+    registered = member_fields("老党员")
+    known = await members_model.get(ctx.db, (await members.create(ctx, SYSTEM, city.org("branch_a1"),
+                                                                  registered))["_id"])
+    rows = [dict(registered, phone="13700000009"), *people(4)]  # an update, then four inserts
+    run = await importer.start_upload(ctx, actor_of(city, "sec_a1"), xlsx(table(rows)), "名册.xlsx",
+                                      target_org_id=city.org("branch_a1"))
+    ctx.state(jobs.WorkerState).stopping = True  # checked and staged, then handed back
+    await drain(ctx, horizon=0.5)
+    assert (await run_state(ctx, city, run))["phase"] == "writing"
+    await members.create(ctx, SYSTEM, city.org("branch_a2"), rows[3])  # the race
+    before = await state(ctx, city)
+    ctx.state(jobs.WorkerState).stopping = False
+    await drain(ctx, horizon=2)
+    view = await run_state(ctx, city, run)
+    assert view["state"] == "failed"
+    result = (await importer.run_view(ctx, actor_of(city, "sec_a1"), city.org("branch_a1"), run["_id"])).result
+    assert [(e.row, e.column, e.code) for e in result.errors] == [(5, "身份证号码", "registered_meanwhile")]
+    assert "撤销" in result.errors[0].message and result.summary().startswith("导入失败，未做任何修改")
+    assert await state(ctx, city) == before
+    again = await members_model.get(ctx.db, known["_id"])
+    assert again["phone_bidx"] == known["phone_bidx"] and again["updated_at"] == known["updated_at"]
+    assert await ctx.db.import_chunks.count_documents({"run_id": run["_id"]}) == 0
 
 
-async def test_a_second_import_into_the_same_branch_waits_for_the_first(ctx, city, seeded):
-    data = xlsx(table(people(100)))
-    first = asyncio.create_task(run(ctx, city, data))
-    lock = f"import:lock:{city.org('branch_a1')}".encode()
-    while not await ctx.redis.exists(lock) and not first.done():
-        await asyncio.sleep(0.002)
-    with pytest.raises(Conflict) as caught:
-        await run(ctx, city, data)
-    assert caught.value.code == "import_running"
-    assert (await first).created == 100
-    assert not await ctx.redis.exists(lock)
-    assert (await run(ctx, city, data)).unchanged == 100
+async def run_state(ctx, city, run) -> dict[str, Any]:
+    view = await importer.run_view(ctx, actor_of(city, "sec_a1"), city.org("branch_a1"), run["_id"])
+    return {"state": view.state, "phase": view.phase}
+
+
+async def test_a_second_import_into_the_same_branch_is_refused_until_the_first_is_done(ctx, city, seeded):
+    data = xlsx(table(people(3)))
+    sec = actor_of(city, "sec_a1")
+    first = await importer.start_upload(ctx, sec, data, "一.xlsx", target_org_id=city.org("branch_a1"))
+    for attempt in (importer.start_upload(ctx, sec, data, "二.xlsx", target_org_id=city.org("branch_a1")),
+                    importer.import_file(ctx, SYSTEM, data, "三.xlsx", target_org_id=city.org("branch_a1"))):
+        with pytest.raises(Conflict) as caught:
+            await attempt
+        assert caught.value.code == "import_running"
+        assert caught.value.message.startswith("该组织正在导入党员（文件“一.xlsx”")
+        assert caught.value.message.endswith("请等待上一次导入完成后再试")
+    other = await importer.start_upload(ctx, actor_of(city, "east"), xlsx(table(people(1, name="二支部"))),
+                                        "a2.xlsx", target_org_id=city.org("branch_a2"))
+    assert await ctx.db.import_runs.count_documents({"active": {"$exists": True}}) == 2
+    await drain(ctx)
+    assert (await run_state(ctx, city, first))["state"] == "done"
+    assert (await importer.run_view(ctx, sec, city.org("branch_a1"), first["_id"])).result.created == 3
+    assert (await importer.run_view(ctx, actor_of(city, "east"), city.org("branch_a2"),
+                                    other["_id"])).result.ok
+    assert (await run(ctx, city, data)).unchanged == 3  # free again
 
 
 # -- the command line entry point -------------------------------------------------
@@ -471,23 +494,51 @@ async def upload(web, url: str, name: str, data: bytes, *, xsrf: bool = True):
     return await web.request("POST", url, data=fields, files={"file": (name, data)})
 
 
-async def test_web_upload_success_and_error_table(ctx, city, web, seeded):
+async def test_web_upload_answers_at_once_then_shows_progress_and_the_result(ctx, city, web, seeded):
     await web.login("sec_a1", ADMIN_PASSWORD)
     url = f"/admin/orgs/{city.org('branch_a1')}/import"
     page = await web.get(url)
     assert page.status_code == 200 and 'type="file"' in page.text and "/admin/import-template.xlsx" in page.text
+    assert 'id="import-status"' not in page.text
     rows = people(3)
-    bad = [dict(r) for r in rows]
+    queued = await upload(web, url, "名册.xlsx", xlsx(table(rows)))
+    assert queued.status_code == 303  # no worker has run: the answer did not wait for the import
+    run_page = queued.headers["location"]
+    assert run_page.startswith(url + "/")
+    shown = await web.get(run_page)
+    assert shown.status_code == 200
+    assert 'id="import-status"' in shown.text and 'data-state="queued"' in shown.text
+    assert 'id="import-progress"' in shown.text and "排队等待导入" in shown.text
+    status = (await web.get(run_page + "/status")).json()
+    assert (status["state"], status["phase"], status["percent"]) == ("queued", "queued", 0)
+    busy = await upload(web, url, "又一份.xlsx", xlsx(table(people(1))))
+    assert busy.status_code == 409
+    assert 'id="import-busy"' in busy.text and "该组织正在导入党员" in busy.text
+    assert 'data-state="queued"' in busy.text  # the import under way is shown with the form
+    await drain(ctx)
+    done = await web.get(run_page)
+    assert 'data-state="done"' in done.text and 'id="import-ok"' in done.text
+    assert 'id="created">3<' in done.text and 'id="member-count">4<' in done.text
+    assert (await web.get(run_page + "/status")).json()["state"] == "done"
+    assert await counters(ctx, city, "branch_a1") == (4, 4, 4)
+    assert 'id="import-runs"' in (await web.get(url)).text
+
+
+async def test_web_shows_the_error_table_of_a_refused_file(ctx, city, web, seeded):
+    await web.login("sec_a1", ADMIN_PASSWORD)
+    url = f"/admin/orgs/{city.org('branch_a1')}/import"
+    bad = people(3)
     bad[2]["phone"] = "1234"
     refused = await upload(web, url, "名册.xlsx", xlsx(table(bad)))
-    assert refused.status_code == 400
-    assert "没有做任何修改" in refused.text and "<th>行号</th><th>列</th><th>原因</th>" in refused.text
-    assert "<td>4</td><td>手机号码</td><td>手机号码应为11位，以1开头</td>" in refused.text
+    assert refused.status_code == 303
+    await drain(ctx)
+    page = await web.get(refused.headers["location"])
+    assert 'data-state="failed"' in page.text
+    assert "没有做任何修改" in page.text and "<th>行号</th><th>列</th><th>原因</th>" in page.text
+    assert "<td>4</td><td>手机号码</td><td>手机号码应为11位，以1开头</td>" in page.text
     assert await state(ctx, city) == seeded
-    done = await upload(web, url, "名册.xlsx", xlsx(table(rows)))
-    assert done.status_code == 200, done.text
-    assert 'id="created">3<' in done.text
-    assert await counters(ctx, city, "branch_a1") == (4, 4, 4)
+    run_id = ObjectId(refused.headers["location"].rsplit("/", 1)[1])
+    assert await ctx.db.import_files.count_documents({"run_id": run_id}) == 0  # deleted once finished
 
 
 async def test_web_refuses_post_without_xsrf_and_other_branches(ctx, city, web, seeded):

@@ -18,7 +18,7 @@ from tests.meetings_helpers import (
 )
 from wxbackend.errors import Conflict, DomainError, Forbidden, InvalidInput
 from wxbackend.services import meetings
-from wxbackend.services.meetings import meeting_notices
+from wxbackend.services.meetings import meeting_notices, reminders
 
 
 @pytest.fixture
@@ -95,14 +95,16 @@ async def test_time_change_and_cancellation_notify_again(ctx, town, sandbox):
         await meetings.update(ctx, actor, meeting["_id"], later)
 
 
-async def test_reminder_goes_out_once_before_the_start(ctx, town, sandbox):
+async def test_reminder_goes_out_once_before_the_start(ctx, town, sandbox, clock):
     people = await add_people(ctx, town, 1)
     await sandbox.follow("oF1")
     await bind(ctx, people[0], "oa", "oF1")
-    await planned_meeting(ctx, town, ctx.clock.now() + timedelta(minutes=30))
+    await planned_meeting(ctx, town, ctx.clock.now() + timedelta(hours=3))
     await planned_meeting(ctx, town, ctx.clock.now() + timedelta(hours=5))   # not yet due
-    assert await meeting_notices.send_due_reminders(ctx) == 1
-    assert await meeting_notices.send_due_reminders(ctx) == 0
+    assert await reminders.send_due_reminders(ctx) == 0
+    clock.advance(timedelta(hours=2, minutes=1))     # the first one's reminder (60 min) has come
+    assert await reminders.send_due_reminders(ctx) == 1
+    assert await reminders.send_due_reminders(ctx) == 0
     got = await notices(ctx, people)
     assert got["党员1"].count("meeting_reminder") == 1 and got["党员1"].count("meeting_published") == 2
 
@@ -174,7 +176,7 @@ async def test_leave_request_approval_counts_as_excused(ctx, town):
     assert approved["status"] == "approved" and refused["status"] == "refused"
     with pytest.raises(Conflict):
         await meetings.decide_leave(ctx, actor, meeting["_id"], people[0]["_id"], True)
-    stored = await reload(ctx, meeting)
+    stored = await meetings.with_marks(ctx, await reload(ctx, meeting))
     assert stored["counts"] == {"present": 0, "online": 0, "excused": 1}
     assert stored["attendance"][str(people[0]["_id"])]["how"] == "leave"
     assert meetings_model.absent_count(stored) == 2

@@ -7,8 +7,9 @@ import pytest
 from models import orgs as orgs_model
 from tests.conftest import actor_of
 from tests.factories import member_fields
+from tests.memberkit import counting_reads, fill_branch
 from wxbackend.errors import Conflict, DomainError, InvalidInput
-from wxbackend.services.orgs import members
+from wxbackend.services.orgs import member_fences, members
 
 
 async def counts(ctx, org_id):
@@ -161,3 +162,117 @@ async def test_bad_cursor_is_a_clear_error(ctx, city):
     with pytest.raises(InvalidInput) as caught:
         await members.page(ctx, actor_of(city, "east"), city.org("district_a"), "garbage!!")
     assert caught.value.code == "bad_cursor"
+
+
+# -- large branches: name fences ---------------------------------------------------
+
+async def walk(ctx, actor, org, limit=members.PAGE_SIZE) -> list[members.MemberPage]:
+    pages = [await members.browse(ctx, actor, org, limit=limit)]
+    while pages[-1].next_cursor:
+        pages.append(await members.browse(ctx, actor, org, after=pages[-1].next_cursor, limit=limit))
+    return pages
+
+
+def ids(page) -> list:
+    return [r["_id"] for r in page.rows]
+
+
+# Namesakes across page and fence boundaries: 60 王芳 in a row, and pairs elsewhere.
+BIG_NAMES = ([f"陈{i:03d}" for i in range(90)] + ["王芳"] * 60 + [f"林{i % 40:03d}" for i in range(80)]
+             + [f"张{i:03d}" for i in range(50)])
+
+
+async def test_a_large_branch_pages_both_ways_in_name_order_with_namesakes(ctx, city):
+    docs = await fill_branch(ctx, city, BIG_NAMES)
+    admin, org = actor_of(city, "sec_a1"), await orgs_model.get(ctx.db, city.org("branch_a1"))
+    expected = [d["_id"] for d in sorted(docs, key=lambda d: (d["name"], d["_id"]))]
+    for attempt in ("fences cut on the first page", "fences read back from Redis"):
+        pages = await walk(ctx, admin, org)
+        assert [i for p in pages for i in ids(p)] == expected, attempt
+        assert all(len(p.rows) == members.PAGE_SIZE for p in pages[:-1]) and len(pages) == 6
+        assert pages[0].prev_cursor is None and pages[-1].next_cursor is None
+        # Back from the last page, through 上一页: the same pages, the same rows.
+        back, page = [pages[-1]], pages[-1]
+        while page.prev_cursor:
+            page = await members.browse(ctx, admin, org, before=page.prev_cursor)
+            back.append(page)
+        assert [ids(p) for p in reversed(back)] == [ids(p) for p in pages]
+        assert back[-1].prev_cursor is None
+
+
+async def test_each_page_of_a_large_branch_reads_about_what_it_shows(ctx, city, servers):
+    await fill_branch(ctx, city, [f"{s}{i:03d}" for s in "陈林黄张李王吴刘" for i in range(150)])  # 1,200
+    org = await orgs_model.get(ctx.db, city.org("branch_a1"))
+    admin = actor_of(city, "sec_a1")
+    await members.browse(ctx, admin, org)  # the first list of the branch cuts its fences
+    async with counting_reads(ctx, servers) as (spied, reads):
+        pages = [await members.browse(spied, admin, org)]
+        per_page = [reads.count]
+        for _ in range(5):
+            pages.append(await members.browse(spied, admin, org, after=pages[-1].next_cursor))
+            per_page.append(reads.count - sum(per_page))
+        await members.browse(spied, admin, org, before=pages[-1].prev_cursor)
+        per_page.append(reads.count - sum(per_page))
+    assert [len(p.rows) for p in pages] == [members.PAGE_SIZE] * 6
+    # A page of 50 (plus one, to know more follow) reads a few intervals more, not 1,200.
+    assert max(per_page) <= members.PAGE_SIZE + 3 * member_fences.FENCE_SIZE, per_page
+
+
+async def test_stale_or_wrong_fences_cost_reads_never_rows(ctx, city, servers):
+    docs = await fill_branch(ctx, city, BIG_NAMES)
+    org = await orgs_model.get(ctx.db, city.org("branch_a1"))
+    admin = actor_of(city, "sec_a1")
+    expected = [d["_id"] for d in sorted(docs, key=lambda d: (d["name"], d["_id"]))]
+    # Bounds anywhere (one inside the run of 王芳), counts all wrong: a partition all the same.
+    await member_fences.save(ctx, org["_id"], member_fences.Fences(
+        ["D", "林010", "王芳", "王芳z"], [0, 500, 1, 0, 3], changed=True))
+    assert [i for p in await walk(ctx, admin, org) for i in ids(p)] == expected
+    # Members added since the fences were cut: 200 more in one interval, which grows.
+    docs += await fill_branch(ctx, city, [f"陈{i:03d}乙" for i in range(200)])
+    expected = [d["_id"] for d in sorted(docs, key=lambda d: (d["name"], d["_id"]))]
+    assert [i for p in await walk(ctx, admin, org) for i in ids(p)] == expected
+    # Listing recounted and cut what it read whole: the next pages read little again.
+    org = await orgs_model.get(ctx.db, org["_id"])
+    async with counting_reads(ctx, servers) as (spied, reads):
+        await walk(spied, admin, org)
+    assert reads.count <= 1.5 * len(docs), reads.count
+    fences = await member_fences.load(ctx, org["_id"], org["member_count"])
+    oversized = [t for t, size in enumerate(fences.sizes) if size > 2 * member_fences.FENCE_SIZE]
+    assert [fences.low(t) for t in oversized] == ["王芳"]  # 60 namesakes: one name is never cut
+
+
+async def test_a_district_page_reads_a_large_branch_through_its_fences(ctx, city, servers):
+    """Tree order across organisations: a large branch read through its fences, then a small one."""
+    small = await fill_branch(ctx, city, [f"甲{i:02d}" for i in range(30)], branch="branch_a2")
+    large = await fill_branch(ctx, city, [f"乙{i:03d}" for i in range(300)])
+    district = await orgs_model.get(ctx.db, city.org("district_a"))
+    tree_order = {city.org("branch_a1"): 0, city.org("branch_a2"): 1}
+    expected = [d["_id"] for d in sorted(small + large, key=lambda d: (tree_order[d["org_id"]], d["name"], d["_id"]))]
+    admin = actor_of(city, "east")
+    pages = await walk(ctx, admin, district)
+    assert [i for p in pages for i in ids(p)] == expected
+    # Back from the small branch into the large one's last names, and on to the start.
+    back, page = [pages[-1]], pages[-1]
+    while page.prev_cursor:
+        page = await members.browse(ctx, admin, district, before=page.prev_cursor)
+        back.append(page)
+    assert [ids(p) for p in reversed(back)] == [ids(p) for p in pages]
+    async with counting_reads(ctx, servers) as (spied, reads):
+        await members.browse(spied, admin, district, after=pages[2].next_cursor)
+    assert reads.count <= 2 * members.PAGE_SIZE
+
+
+async def test_name_search_pages_both_ways_and_keeps_to_the_prefix(ctx, city):
+    docs = await fill_branch(ctx, city, [f"陈{i % 70:03d}" for i in range(140)] + ["陈"] * 3 + ["林一", "陆二"])
+    await fill_branch(ctx, city, ["陈在西区"], branch="branch_b1")
+    district = await orgs_model.get(ctx.db, city.org("district_a"))
+    admin = actor_of(city, "east")
+    found = [await members.search_names(ctx, admin, district, " 陈 ")]
+    while found[-1].next_cursor:
+        found.append(await members.search_names(ctx, admin, district, "陈", after=found[-1].next_cursor))
+    expected = [d["_id"] for d in sorted(docs, key=lambda d: (d["name"], d["_id"])) if d["name"][0] == "陈"]
+    assert [i for p in found for i in ids(p)] == expected and len(found) == 3
+    back = await members.search_names(ctx, admin, district, "陈", before=found[2].prev_cursor)
+    assert ids(back) == ids(found[1]) and back.prev_cursor and back.next_cursor
+    first = await members.search_names(ctx, admin, district, "陈", before=found[1].prev_cursor)
+    assert ids(first) == ids(found[0]) and first.prev_cursor is None

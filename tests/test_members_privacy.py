@@ -87,7 +87,9 @@ async def test_the_unmasked_view_is_the_only_one_with_the_full_birth_date(ctx, c
     member, fields = await member_in_a1(ctx, city)
     await web.login("sec_a1", ADMIN_PASSWORD)
     assert leaks((await web.get(f"/admin/members/{member['_id']}")).text, fields) == []
-    shown = await web.post_form(f"/admin/members/{member['_id']}/unmask")
+    posted = await web.post_form(f"/admin/members/{member['_id']}/unmask")
+    assert posted.status_code == 303  # post/redirect/get: the clear view is the GET after it
+    shown = await web.get(posted.headers["location"])
     assert shown.status_code == 200
     assert fields["id_card"] in shown.text and fields["birth_date"] in shown.text
     assert len(await actions(ctx, city, "member.unmask")) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import urllib.parse
 from datetime import datetime
 
 import httpx
@@ -16,7 +17,7 @@ from tests.notifykit import drain, followers, new_members, use_templates
 from wxbackend.capability import Capability
 from wxbackend.errors import Forbidden, InvalidInput
 from wxbackend.services import notify, orgs
-from wxbackend.services.notify import Kind, Recipient, digest, notices, notify_delivery
+from wxbackend.services.notify import Kind, Recipient, digest, notices, notify_delivery, outbox
 
 API = "/api/v1"
 TEMPLATE_API = "/cgi-bin/message/template/send"
@@ -127,7 +128,8 @@ async def test_the_outbox_page_shows_failures_with_wechats_error_and_retries_the
     await web.login("sec_a1", ADMIN_PASSWORD)
     page = await web.get("/admin/outbox?status=failed")
     assert page.status_code == 200
-    assert page.text.count('<span class="tag bad">失败</span>') == 2 and "-1 " in page.text
+    assert page.text.count('<span class="tag bad">失败</span>') == 2
+    assert page.text.count("微信系统繁忙") == 2 and "微信错误码 -1" in page.text
     assert "学习通知" in page.text
     ids = re.findall(r'name="id" value="([0-9a-f]{24})"', page.text)
     retried = await web.post_form("/admin/outbox/retry", {"id": ids, "next": "/admin/outbox?status=failed"})
@@ -150,11 +152,69 @@ async def test_the_outbox_page_shows_failures_with_wechats_error_and_retries_the
     await web.login("auditor_a", ADMIN_PASSWORD)
     page = await web.get(f"/admin/outbox?org={city.org('branch_a1')}&status=failed")
     assert page.status_code == 200 and '<span class="tag bad">失败</span>' in page.text
-    assert "重新发送" not in page.text
+    assert 'formaction="/admin/outbox/' not in page.text and 'name="id"' not in page.text
     failed = await ctx.db["notifications"].find_one({"status": "failed", "next_at": {"$gt": datetime(2000, 1, 1)}})
     refused = await web.post_form(f"/admin/outbox/{failed['_id']}/retry", {})
     assert refused.status_code == 403
     assert (await outbox_model.get(ctx.db, failed["_id"]))["status"] == "failed"
+
+
+async def test_a_permanent_failure_reads_as_chinese_advice_without_a_retry_button(ctx, city, web, sandbox,
+                                                                                 templates):
+    ctx.settings.notify.max_attempts = 1
+    ctx.settings.wechat.api_retries = 0
+    known = await followers(ctx, city.org("branch_a1"), sandbox, 1)
+    stranger = await followers(ctx, city.org("branch_a2"), None, 1, "陌生")  # WeChat never heard of them
+    east = actor_of(city, "east")
+    await sandbox.fault(TEMPLATE_API, errcode=-1, times=1)  # WeChat is busy once
+    busy = await notices.send(ctx, east, city.org("branch_a1"), "members", "学习通知", "请学习。")
+    await drain(ctx)
+    gone = await notices.send(ctx, east, city.org("branch_a2"), "members", "学习通知", "请学习。")
+    await drain(ctx)
+    rows = {}
+    for notice, person in ((busy, known[0]), (gone, stranger[0])):
+        assert (await notices_model.get(ctx.db, notice["_id"]))["counts"]["failed"] == 1
+        [rows[person["_id"]]] = await ctx.db["notifications"].find({"owner": person["_id"]}).to_list()
+    assert rows[stranger[0]["_id"]]["errcode"] == 40003 and rows[known[0]["_id"]]["errcode"] == -1
+    await web.login("east", ADMIN_PASSWORD)
+    page = (await web.get("/admin/outbox?status=failed")).text
+    assert "该微信用户已不存在或未关注公众号" in page and "请核对绑定或让党员重新绑定" in page
+    assert "微信错误码 40003" in page and "invalid openid" not in page and "rid:" not in page
+    assert "微信系统繁忙" in page
+    # Only the busy one can be sent again: a checkbox and a button for it, none for 40003.
+    offered = re.findall(r'name="id" value="([0-9a-f]{24})"', page)
+    assert offered == [str(rows[known[0]["_id"]]["_id"])]
+    assert page.count('formaction="/admin/outbox/') == 1
+    assert f'/admin/outbox/{rows[stranger[0]["_id"]]["_id"]}/retry' not in page
+    # A hand-made retry of the permanent failure is refused and changes nothing, and a
+    # bulk retry that includes it says so rather than skipping it in silence ...
+    gone_row = rows[stranger[0]["_id"]]
+    bulk = await web.post_form("/admin/outbox/retry", {"id": [str(r["_id"]) for r in rows.values()]})
+    said = urllib.parse.unquote(bulk.headers["location"])
+    assert "已重新发送1条" in said and "1条重新发送也不会成功" in said
+    answer = await web.post_form(f"/admin/outbox/{gone_row['_id']}/retry")
+    assert answer.status_code == 409 and "重新发送不会成功" in answer.text
+    assert (await ctx.db["notifications"].find_one({"_id": gone_row["_id"]}))["status"] == "failed"
+    # ... until the member is bound to another openid, which a retry then reaches.
+    await ctx.db["members"].update_one({"_id": stranger[0]["_id"]}, {"$set": {"oa_openid": "oNowKnown"}})
+    await sandbox.follow("oNowKnown")
+    await outbox.retry(ctx, east, gone_row["_id"])
+    assert (await ctx.db["notifications"].find_one({"_id": gone_row["_id"]}))["openid"] == "oNowKnown"
+
+
+def test_every_errcode_reads_as_chinese_with_advice():
+    from wxbackend.wechat import errors
+
+    for errcode in [*errors.ADVICE, *errors.ERRCODE_CLASSES]:
+        advice = errors.explain(errcode)
+        chinese = re.compile(r"[\u4e00-\u9fff]")
+        assert chinese.search(advice.text) and chinese.search(advice.advice), errcode
+        assert "invalid" not in str(advice).lower(), errcode
+    assert not errors.explain(40003).retry_helps and not errors.explain(40037).retry_helps
+    assert errors.explain(-1).retry_helps and errors.explain(45009).retry_helps
+    unknown = errors.explain(61234)
+    assert "61234" in unknown.text and "微信" in unknown.text and unknown.retry_helps
+    assert not errors.explain(40169).retry_helps  # a malformed request fails again as it is
 
 
 async def test_outbox_scope_and_pause_resume(ctx, city, web, sandbox, templates):

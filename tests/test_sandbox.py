@@ -391,6 +391,41 @@ async def test_user_round_trip_in_safe_mode(sandbox, callback):
     assert (await sandbox.http.get("/sandbox/users/oUser1")).json()["following"] is False
 
 
+async def test_passive_replies_the_user_saw_are_in_the_outbox(sandbox, callback):
+    await act(sandbox, "oUser1", "subscribe")
+    said = await act(sandbox, "oUser1", "say", content="帮助")
+    replies = await sandbox.outbox(openid="oUser1", kind="reply")
+    assert [r["body"]["Content"] for r in replies] == ["事件：subscribe:", "收到：帮助"]
+    assert replies[1]["body"] == said["reply"]
+    assert replies[0]["appid"] == sandbox.config.oa_appid and replies[0]["msgid"] is None
+    assert [m["kind"] for m in await sandbox.outbox(openid="oUser1")] == ["reply", "reply"]
+    # What WeChat refuses never reaches the user, and "success" shows nothing.
+    callback["behaviour"]["plain_reply"] = True
+    assert (await act(sandbox, "oUser1", "say", content="hi"))["error"]
+    callback["behaviour"].update(plain_reply=False, answer="success")
+    await act(sandbox, "oUser1", "say", content="hi")
+    assert len(await sandbox.outbox(kind="reply")) == 2
+
+
+async def test_mini_program_users_can_be_made_known_with_their_grants(ctx, sandbox):
+    from wxbackend.wechat.client import mp_client
+
+    answer = await sandbox.http.post("/sandbox/mp/users/oMini1",
+                                     json={"unionid": "oUnion1", "grants": {"TPL_A": 2}})
+    assert answer.json() == {"openid": "oMini1", "unionid": "oUnion1", "grants": {"TPL_A": 2}}
+    data = {"thing1": {"value": "支部党员大会"}}
+    await mp_client(ctx).send_subscribe("oMini1", "TPL_A", data)
+    assert (await sandbox.http.get("/sandbox/mp/users/oMini1")).json()["grants"] == {"TPL_A": 1}
+    # Posting again sets the grants (the state WeChat keeps), it does not add to them.
+    await sandbox.http.post("/sandbox/mp/users/oMini1", json={"grants": {"TPL_A": 1}})
+    assert sandbox.world.mp_users["oMini1"].grants["TPL_A"] == 1
+    assert (await sandbox.http.get("/sandbox/mp/users/oNobody")).status_code == 404
+    for bad in ({"grants": {"TPL_A": -1}}, {"grants": ["TPL_A"]}, {"grants": {"TPL_A": True}}):
+        refused = await sandbox.http.post("/sandbox/mp/users/oMini2", json=bad)
+        assert refused.status_code == 400, bad
+    assert "oMini2" not in sandbox.world.mp_users
+
+
 async def test_qr_scan_by_a_new_user_subscribes_and_by_a_follower_scans(ctx, sandbox, callback):
     from wxbackend.wechat.client import oa_client
 
@@ -407,6 +442,12 @@ async def test_qr_scan_by_a_new_user_subscribes_and_by_a_follower_scans(ctx, san
     assert callback["seen"][1]["message"].event == "scan"
     info = await oa_client(ctx).user_info("oUser2")
     assert (info["subscribe_scene"], info["qr_scene_str"]) == ("ADD_SCENE_QR_CODE", "bind:5f1c")
+    # The live codes, as a camera would read them from the printout: scanning the url works.
+    [listed] = (await sandbox.http.get("/sandbox/qrcodes")).json()["codes"]
+    assert (listed["ticket"], listed["scene"], listed["url"]) == (qr["ticket"], "bind:5f1c", qr["url"])
+    assert (await act(sandbox, "oUser2", "scan", url=listed["url"]))["message"]["EventKey"] == "bind:5f1c"
+    sandbox.world.qrcodes[qr["ticket"]]["expires_at"] = sandbox.world.clock() - 1
+    assert (await sandbox.http.get("/sandbox/qrcodes")).json()["codes"] == []
 
 
 async def test_plain_mode_sends_clear_xml(sandbox, callback):

@@ -11,6 +11,8 @@ A capability (organisations, notifications, meetings, dues ...) is a package und
               ChatRoute.scene_prefix("checkin:", chat.on_checkin_scan)),
         kinds=meeting_notices.kinds,                         # notification kinds (or f(settings) -> kinds)
         subtree_moved=(compliance.subtree_moved,),           # hooks of the organisation tree
+        audit_actions=audit_actions.ACTIONS,                 # what its audit entries say, in Chinese
+        audit_subjects=audit_actions.SUBJECTS,               # what they are about, named per page
     )
 
 The server, the worker, the CLI and the tests build one :class:`Registry` from the
@@ -85,6 +87,11 @@ class Capability:
     timeline_sources: tuple[Hook, ...] = ()
     # async f(ctx, subtree_org_ids, old_prefix, new_prefix) after an organisation moved.
     subtree_moved: tuple[Hook, ...] = ()
+    # The audit actions it writes (objects with a ``name``: accounts.audit_labels.AuditAction);
+    # an action written without one is caught by tests/test_audit_log.py.
+    audit_actions: tuple[Any, ...] = ()
+    # What its audit entries are about (objects with a ``kind``: accounts.audit_labels.AuditSubject).
+    audit_subjects: tuple[Any, ...] = ()
 
 
 class Registry:
@@ -101,6 +108,8 @@ class Registry:
         self.digest_sources: dict[str, Hook] = {}
         self.timeline_sources: list[Hook] = []
         self.subtree_moved: list[Hook] = []
+        self.audit_actions: dict[str, Any] = {}
+        self.audit_subjects: dict[str, Any] = {}
         names: set[str] = set()
         for capability in self.capabilities:
             _add_once(names, capability.name, "capability")
@@ -123,6 +132,10 @@ class Registry:
             _put(self.digest_sources, name, source, f"digest source of {capability.name}")
         self.timeline_sources.extend(capability.timeline_sources)
         self.subtree_moved.extend(capability.subtree_moved)
+        for action in capability.audit_actions:
+            _put(self.audit_actions, action.name, action, f"audit action of {capability.name}")
+        for subject in capability.audit_subjects:
+            _put(self.audit_subjects, subject.kind, subject, f"audit subject of {capability.name}")
 
     @property
     def scoped_collections(self) -> list[str]:

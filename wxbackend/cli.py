@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (default: [http] port)")
     serve.add_argument("--demo", action="store_true",
                        help="seed the demo city on first start and print the demo login")
+    serve.add_argument("--verbose", action="store_true",
+                       help="with --demo: the full log (default: warnings, errors and the "
+                       "start-up summary; also WXB_LOG_VERBOSE=1)")
 
     seed = sub.add_parser("seed", help="build the deterministic demo city",
                           description="Build the synthetic demo city (fixed random seed).")
@@ -99,11 +102,30 @@ def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_log_level(settings: Settings, verbose: bool) -> str:
+    """``serve --demo``'s log level: warnings and errors only, unless asked for the full log.
+
+    ``verbose`` (``--verbose``) or ``WXB_LOG_VERBOSE=1`` keeps the configured level; so
+    does a level other than the default INFO (someone asking for DEBUG wants it).
+    """
+    settings.log.verbose = settings.log.verbose or verbose
+    if not settings.log.verbose and settings.log.level.upper() == "INFO":
+        return "WARNING"
+    return settings.log.level
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.host:
         settings.http.host = args.host
     if args.port:
         settings.http.port = args.port
+    if args.demo:
+        # The demo's worker subprocess gets the server's settings, so the level too: the
+        # start-up summary stays the last thing on the screen.
+        level = demo_log_level(settings, args.verbose)
+        if level != settings.log.level:
+            settings.log.level = level
+            configure_logging(level, settings.log.format)
     from wxbackend.server import serve
     from wxbackend.services import installed
 

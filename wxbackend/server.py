@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from wxbackend.app import make_app
 from wxbackend.capability import Registry
@@ -16,15 +17,26 @@ from wxbackend.settings import Settings
 
 log = logging.getLogger("wxbackend.server")
 
+
+@dataclass
+class Prepared:
+    """What a ``prepare`` step leaves to ``serve``: its shutdown, and what to print last."""
+
+    stop: Callable[[], Awaitable[None]]
+    # Printed once the server listens, as the last thing start-up prints (the demo's
+    # logins and sandbox URL must not scroll away under start-up output).
+    summary: str = ""
+
+
 # Runs after the database is up and before the app is built (the demo seeds its city
-# and starts its sandbox and worker there); returns what to call on shutdown.
-Prepare = Callable[[AppContext, Settings], Awaitable[Callable[[], Awaitable[None]]]]
+# and starts its sandbox and worker there).
+Prepare = Callable[[AppContext, Settings], Awaitable[Prepared]]
 
 
 async def serve(settings: Settings, registry: Registry, *, prepare: Prepare | None = None) -> None:
     async with open_runtime(settings, registry, owner=True) as rt:
         # Before make_app: the demo points settings.wechat's base URLs at its sandbox.
-        cleanup = await prepare(rt.ctx, settings) if prepare is not None else None
+        prepared = await prepare(rt.ctx, settings) if prepare is not None else None
         # The tree snapshot takes seconds to load at city scale: pay it now, not on the
         # first request.
         await orgtree.snapshot(rt.ctx)
@@ -35,12 +47,13 @@ async def serve(settings: Settings, registry: Registry, *, prepare: Prepare | No
         gc.freeze()
         server = app.listen(settings.http.port, settings.http.host, xheaders=settings.http.xheaders,
                             max_body_size=settings.http.max_body_bytes)
-        print(f"serving on http://{settings.http.host}:{settings.http.port}/admin/", flush=True)
+        print(prepared.summary if prepared is not None and prepared.summary else
+              f"serving on http://{settings.http.host}:{settings.http.port}/admin/", flush=True)
         stopped = asyncio.Event()
         install_signal_handlers(stopped.set)
         await stopped.wait()
         log.info("shutting down")
         server.stop()
         await server.close_all_connections()
-        if cleanup is not None:
-            await cleanup()
+        if prepared is not None:
+            await prepared.stop()

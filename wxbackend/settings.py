@@ -223,6 +223,7 @@ def _validate(settings: Settings) -> None:
             if not getattr(getattr(settings, section), key):
                 raise ConfigError(f"{env_name(section, key)}: required when WXB_MONGODB_URI is set")
     parse_networks(settings.http.metrics_networks, env_name("http", "metrics_networks"))
+    _validate_mongodb(settings.mongodb)
     password = settings.redis.embedded_password
     if password and not URL_SAFE_PASSWORD.fullmatch(password):
         raise ConfigError("WXB_REDIS_EMBEDDED_PASSWORD: only letters, digits and -._~ allowed")
@@ -236,3 +237,23 @@ def _validate(settings: Settings) -> None:
     aes = settings.wechat.oa_aes_key
     if aes and len(aes) != 43:
         raise ConfigError("WXB_WECHAT_OA_AES_KEY: EncodingAESKey must be 43 characters")
+
+
+# pymongo's floor for heartbeatFrequencyMS.
+MIN_HEARTBEAT_MS = 500
+MONITORING_MODES = ("auto", "stream", "poll")
+
+
+def _validate_mongodb(mongodb: SimpleNamespace) -> None:
+    """The driver's timeouts: a typo must not start a server that drops its pool at every stall."""
+    for prefix in ("", "embedded_"):
+        for key, low in (("connect_timeout_ms", 1), ("heartbeat_frequency_ms", MIN_HEARTBEAT_MS),
+                         ("socket_timeout_ms", 0), ("max_idle_time_ms", 0)):
+            value = getattr(mongodb, prefix + key)
+            if value < low:
+                raise ConfigError(f"{env_name('mongodb', prefix + key)}: must be at least {low}, got {value}")
+    if mongodb.server_selection_timeout_ms < 1:
+        raise ConfigError("WXB_MONGODB_SERVER_SELECTION_TIMEOUT_MS: must be at least 1")
+    if mongodb.server_monitoring_mode not in MONITORING_MODES:
+        raise ConfigError("WXB_MONGODB_SERVER_MONITORING_MODE: must be auto, stream or poll, "
+                          f"got {mongodb.server_monitoring_mode!r}")

@@ -25,7 +25,7 @@ import msgspec
 import tornado.web
 
 from handlers.api.schemas import FieldError
-from handlers.base import JsonHandler
+from handlers.base import JSON_TYPE, JsonHandler, json_bytes
 from wxbackend import idempotency
 from wxbackend.errors import DomainError, InvalidInput, TooManyRequests, Unauthorized
 from wxbackend.services.accounts import mpsessions
@@ -103,7 +103,7 @@ class ApiHandler(JsonHandler):
         self.route = route
 
     def set_default_headers(self) -> None:
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Content-Type", JSON_TYPE)
         self.set_header("Cache-Control", "no-store")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -175,7 +175,7 @@ class ApiHandler(JsonHandler):
             self.set_header("Content-Type", spec.raw_response)
             self.finish(result)
             return
-        self.finish(msgspec.json.encode(result) if result is not None else b"{}")
+        self.finish(json_bytes(result) if result is not None else b"{}")
 
     async def run_idempotent(self, spec: EndpointSpec, method: Callable, args: tuple, kwargs: dict) -> None:
         key = self.request.headers.get("Idempotency-Key")
@@ -200,12 +200,12 @@ class ApiHandler(JsonHandler):
             if exc.status >= 500 or exc.status == 429:
                 await claim.release()
             else:
-                await claim.store(exc.status, msgspec.json.encode(exc.as_json()))
+                await claim.store(exc.status, json_bytes(exc.as_json()))
             raise
         except BaseException:
             await claim.release()
             raise
-        body = msgspec.json.encode(result) if result is not None else b"{}"
+        body = json_bytes(result) if result is not None else b"{}"
         await claim.store(spec.status, body)
         self.set_status(spec.status)
         self.finish(body)

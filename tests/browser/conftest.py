@@ -104,15 +104,21 @@ async def page(browser, server_url: str, request: pytest.FixtureRequest) -> Asyn
     tab = await context.new_page()
     script_errors: list[str] = []
     tab.on("pageerror", lambda error: script_errors.append(str(error)))
+    # A page a journey opens may answer 403 on purpose; what it loads (scripts, styles,
+    # images, the favicon, JSON it fetches) may not fail.
     tab.on("console", lambda message: message.type == "error"
-           and script_errors.append(f"console: {message.text} ({message.location.get('url')})"))
+           and not message.text.startswith("Failed to load resource")
+           and script_errors.append(f"console: {message.text}"))
+    tab.on("response", lambda response: response.status >= 400
+           and response.request.resource_type != "document"
+           and script_errors.append(f"{response.status} for {response.url}"))
     try:
         yield tab
     finally:
         if request.node.stash.get(_CALL_FAILED, False):
             await save_failure(tab, request.node.nodeid)
         await context.close()
-    assert not script_errors, f"script errors on the page: {script_errors}"
+    assert not script_errors, f"script errors or failed loads on the page: {script_errors}"
 
 
 async def save_failure(tab, nodeid: str) -> None:

@@ -1,16 +1,19 @@
 """``serve --demo``: a worker beside the server, and an outbox worth looking at.
 
 On every demo start the notification kinds get template ids the sandbox
-accepts (``[notify] demo_template_prefix``) and a worker subprocess starts
-with the server's settings. On the first start it also:
+accepts (``[notify] demo_template_prefix``), the sandbox (which keeps its
+users in memory only) learns again every member bound to the official account
+or the mini-program, with the subscribe grants they gave, so that messages to
+them are delivered after a restart too, and a worker subprocess starts with
+the server's settings. On the first start it also:
 
 - lets a few members of one branch follow the official account (the sandbox
-  learns them as followers; one has an openid WeChat does not know, so the
-  outbox shows a failure with WeChat's 40003);
+  learns them as followers); the README's example member 演示党员 is left
+  unbound, for the walkthroughs to bind;
 - links that branch's demo secretary account to the branch's 书记, who
   follows too, so the secretary's daily digest arrives by WeChat;
 - sends a notice from the district committee to its whole subtree, and
-  today's digest to that secretary::
+  today's digest to that secretary, so the outbox shows messages delivered::
 
       worker = await notify_demo.start(rt.ctx, settings)   # after the sandbox started
       ...
@@ -28,10 +31,12 @@ from bson import ObjectId
 
 from models import members as members_model
 from models import notices as notices_model
+from models import notify_grants as grants_model
 from models import notify_recipients as recipients_model
 from models import orgs as orgs_model
 from models import users as users_model
 from wxbackend.context import AppContext
+from wxbackend.demo import seed
 from wxbackend.services.accounts.access import Actor
 from wxbackend.services.notify import Kind, digest, notices
 from wxbackend.services.orgs import orgtree
@@ -56,14 +61,55 @@ def use_demo_templates(settings: Settings, kinds: Iterable[Kind]) -> None:
 
 
 async def start(ctx: AppContext, settings: Settings) -> DemoWorker:
-    """Demo templates, first-start notifications, and the worker subprocess."""
+    """Demo templates, the bound members told to the sandbox, first-start notifications,
+    and the worker subprocess."""
     use_demo_templates(settings, ctx.registry.kinds.values())
+    try:
+        await introduce_bound_members(ctx, settings)
+    except Exception:  # the demo still serves; messages to bound members answer 40003
+        log.exception("the sandbox was not told the bound members")
     try:
         if await _first_start(ctx):
             await _seed(ctx, settings)
     except Exception:  # the demo still serves without its sample notifications
         log.exception("demo notifications not created")
     return start_demo_worker(settings)
+
+
+async def introduce_bound_members(ctx: AppContext, settings: Settings) -> int:
+    """Tell the sandbox about every member bound to WeChat (it forgets them on restart).
+
+    The demo's WeChat knows exactly the demo's bound members: official-account
+    followers (as followers, or not) and mini-program users with the subscribe grants
+    our database records. Returns how many members the sandbox learnt.
+    """
+    members = ctx.db[members_model.COLLECTION]
+    projection = {"oa_openid": 1, "oa_following": 1, "mp_openid": 1, "unionid": 1}
+    # Index ranges on the two sparse openid indexes: only bound members are read.
+    oa = await members.find({"oa_openid": {"$gt": ""}}, projection).to_list()
+    mp = await members.find({"mp_openid": {"$gt": ""}}, projection).to_list()
+    templates = _mp_templates(settings)
+    async with httpx.AsyncClient(base_url=settings.wechat.api_base, timeout=10) as sandbox:
+        for member in oa:
+            body: dict[str, Any] = {"following": member.get("oa_following", True)}
+            if member.get("unionid"):
+                body["unionid"] = member["unionid"]
+            (await sandbox.post(f"/sandbox/users/{member['oa_openid']}", json=body)).raise_for_status()
+        for member in mp:
+            grants = {}
+            for template_id in templates:
+                left = await grants_model.counts(ctx.db, [member["_id"]], template_id)
+                if left:
+                    grants[template_id] = left[member["_id"]]
+            body = {"unionid": member.get("unionid") or "", "grants": grants}
+            (await sandbox.post(f"/sandbox/mp/users/{member['mp_openid']}", json=body)).raise_for_status()
+    return len({m["_id"] for m in [*oa, *mp]})
+
+
+def _mp_templates(settings: Settings) -> set[str]:
+    """Every mini-program subscribe template id in the settings (demo ones included)."""
+    return {value for values in settings.as_dict().values() for key, value in values.items()
+            if key.endswith("mp_template_id") and isinstance(value, str) and value}
 
 
 async def _first_start(ctx: AppContext) -> bool:
@@ -77,18 +123,17 @@ async def _seed(ctx: AppContext, settings: Settings) -> None:
     if secretary is None:
         return
     branch_id = secretary["roles"][0]["org_id"]
+    example = await seed.api_example_member(ctx)
     people = [m for m in await recipients_model.members_in_orgs(ctx.db, [branch_id])
-              if m.get("state") == "active"]
+              if m.get("state") == "active" and m["_id"] != (example or {}).get("_id")]
     chief_id = await _chief(ctx, branch_id)
     # Half of the branch follows (the other half shows up in the secretary's digest).
     chosen = [m for m in people if m["_id"] != chief_id][:min(FOLLOWERS, len(people) // 2)]
     async with httpx.AsyncClient(base_url=settings.wechat.api_base, timeout=10) as sandbox:
         for i, member in enumerate(chosen):
-            # The last one's openid is unknown to WeChat: a visible 40003 in the outbox.
-            await _follow(ctx, sandbox, member["_id"], f"oDemo{i:02d}{str(member['_id'])[-6:]}",
-                          known=i < len(chosen) - 1)
+            await _follow(ctx, sandbox, member["_id"], f"oDemo{i:02d}{str(member['_id'])[-6:]}")
         if chief_id is not None:
-            await _follow(ctx, sandbox, chief_id, f"oDemoChief{str(chief_id)[-6:]}", known=True)
+            await _follow(ctx, sandbox, chief_id, f"oDemoChief{str(chief_id)[-6:]}")
             await users_model.update(ctx.db, secretary["_id"], {"$set": {"member_id": chief_id}})
     tree = await orgtree.snapshot(ctx)
     district = _district_of(tree, branch_id)
@@ -122,9 +167,8 @@ def _district_of(tree: orgtree.OrgTree, org_id: ObjectId) -> ObjectId:
     return path[1] if len(path) > 1 else org_id
 
 
-async def _follow(ctx: AppContext, sandbox: httpx.AsyncClient, member_id: ObjectId, openid: str,
-                  known: bool) -> None:
+async def _follow(ctx: AppContext, sandbox: httpx.AsyncClient, member_id: ObjectId, openid: str) -> None:
+    """A member who follows the official account: bound here, a follower in the sandbox."""
     await members_model.update_if(ctx.db, member_id, {"oa_openid": {"$exists": False}},
                                   {"$set": {"oa_openid": openid, "oa_following": True}})
-    if known:
-        await sandbox.post(f"/sandbox/users/{openid}", json={"following": True})
+    (await sandbox.post(f"/sandbox/users/{openid}", json={"following": True})).raise_for_status()

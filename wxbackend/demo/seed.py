@@ -9,12 +9,11 @@ random seed makes the same scale (and the same ``today``) give the same city::
     print(report.summary())
     login = await ensure_demo(ctx, 0.02)     # `serve --demo`: seed once, then reuse
 
-SecantusDB inserts ~1,000 documents/s into indexed collections and several
-times faster into bare ones, so the bulk load drops the secondary indexes of
-the two collections it fills (only while they are empty) and builds them once
-at the end (measured at scale 0.2: 36 s against 105 s loading into indexed
-collections; at 1.0 building the indexes is still two thirds of the time, see
-bench/seed.py); every maintained counter is computed here, in Python, and written
+The bulk load goes into collections whose indexes exist before the first document
+(:class:`~wxbackend.demo.loader.IndexesFirst`): building one afterwards holds
+SecantusDB's one storage lock for up to a minute at scale 1.0, every other request
+waiting, while each batch inserted holds it for that batch only (issue 19; figures
+in bench/seed.py). Every maintained counter is computed here, in Python, and written
 with the organisation documents, never by per-member ``$inc``.
 
 The city, its districts and its ID-card region codes (3599xx) are fictional.
@@ -46,7 +45,7 @@ from models import users as users_model
 from wxbackend.context import AppContext
 from wxbackend.demo import seed_history
 from wxbackend.demo.city import SEED, CityPlanner, Spec, materialise, scaled_counts, walk
-from wxbackend.demo.loader import BATCH, IndexesDeferred, Loader
+from wxbackend.demo.loader import BATCH, IndexesFirst, Loader
 from wxbackend.demo.names import DUTIES
 from wxbackend.demo.people import PeopleMaker
 from wxbackend.errors import Conflict, DomainError
@@ -130,7 +129,7 @@ async def _build(ctx: AppContext, scale: float, counts: dict[str, int], today: d
     specs = materialise(CityPlanner(rng, counts).plan(), today)
     phases["plan"] = time.perf_counter() - started
     progress(f"seed: scale {scale:g}, {len(specs):,} organisations, {counts['members']:,} members")
-    async with IndexesDeferred(ctx, phases, progress):
+    async with IndexesFirst(ctx, phases, progress):
         mark = time.perf_counter()
         totals = await _load_members(ctx, PeopleMaker(rng, today), rng, specs, progress)
         phases["members"] = time.perf_counter() - mark
@@ -287,13 +286,39 @@ async def _add_api_example_member(ctx: AppContext) -> None:
                          API_EXAMPLE_MEMBER)
 
 
-async def ensure_demo(ctx: AppContext, scale: float) -> DemoLogin:
+async def ensure_demo(ctx: AppContext, scale: float, *,
+                      progress: Callable[[str], None] = _stderr) -> DemoLogin:
     """``serve --demo``: seed the demo city unless organisations exist; its login."""
     has_orgs = await orgs_model.collection(ctx.db).find_one({"parent_id": None}, {"_id": 1})
     if has_orgs is None:
-        report = await seed_city(ctx, scale)
-        _stderr(report.summary())
+        report = await seed_city(ctx, scale, progress=progress)
+        progress(report.summary())
         await _add_api_example_member(ctx)
     elif await users_model.by_username(ctx.db, "city") is None:
         return DemoLogin("", "", "数据库中已有组织数据（不是演示城市），未生成演示城市和演示账号")
     return DemoLogin("city", DEMO_PASSWORD, DEMO_NOTE)
+
+
+# The order the start-up summary lists the demo accounts in.
+ACCOUNT_ROLES = ("city_admin", "committee_admin", "secretary", "auditor")
+
+
+async def demo_accounts(ctx: AppContext) -> dict[str, list[str]]:
+    """The demo accounts' usernames by role (``serve --demo`` prints them last)."""
+    found = [await users_model.by_username(ctx.db, name) for name in ("city", "auditor")]
+    for top in ("d", "s"):  # d01 … (district committees), s01 … (industry committees)
+        found += await ctx.db[users_model.COLLECTION].find(
+            {"username": {"$gte": f"{top}0", "$lt": f"{top}:"}}, {"username": 1, "roles": 1}).to_list()
+    found += await ctx.db[users_model.COLLECTION].find(
+        {"username": {"$gte": "sec-", "$lt": "sec."}}, {"username": 1, "roles": 1}).to_list()
+    by_role: dict[str, list[str]] = {role: [] for role in ACCOUNT_ROLES}
+    for user in found:
+        if user and user.get("roles") and user["roles"][0]["role"] in by_role:
+            by_role[user["roles"][0]["role"]].append(user["username"])
+    return {role: sorted(names) for role, names in by_role.items() if names}
+
+
+async def api_example_member(ctx: AppContext) -> dict[str, Any] | None:
+    """The README's example member (演示党员), if the demo city has it."""
+    return await members_model.by_id_card(
+        ctx.db, ctx.cipher.blind_index(API_EXAMPLE_MEMBER["id_card"], "id_card"))

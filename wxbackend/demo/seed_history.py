@@ -7,14 +7,17 @@ to today) every branch holds its 三会一课 as its *profile* makes it: most
 branches are diligent, some sloppy, some fall behind part-way through the
 year, a few hold almost nothing (空壳), so the compliance and ledger pages
 show real variety. At scale 1.0 that is ~300,000 meetings with ~4 million
-attendance marks, embedded in the meeting documents as the data contract has
-it (docs/MEETINGS-DESIGN.md).
+attendance marks, embedded in the meeting documents as a settled meeting keeps
+them (``counts_live`` false: a running meeting's marks are documents of their
+own, ``models.attendance``, until it is settled after it finished).
 
 Like the rest of the seed it is bulk work: documents are built in Python and
-inserted with ``insert_many`` into collections whose secondary indexes are
-built once at the end; the compliance documents and committee roll-ups are
+inserted with ``insert_many`` into collections whose indexes are made before
+the first document; the compliance documents and committee roll-ups are
 computed here with the same counting as ``compliance.meeting_finished``
-(``compliance.count_in_memory``), never by calling it per meeting. A fixed
+(``compliance.count_in_memory``), never by calling it per meeting; every branch
+has its document for each month, as the monthly opening gives it
+(``compliance.open_in_memory``), so a month is judged by the branch as it was. A fixed
 random seed makes the same city give the same history (ids aside)::
 
     report = await seed_history(ctx, specs, date(2026, 3, 1), print)
@@ -43,7 +46,7 @@ from models.enums import MEETING_TYPES
 from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
 from wxbackend.demo.city import walk
-from wxbackend.demo.loader import IndexesDeferred, Loader
+from wxbackend.demo.loader import IndexesFirst, Loader
 from wxbackend.services.meetings import compliance
 
 SEED = 20260102  # not the city's seed: adding history must not change the city
@@ -217,7 +220,8 @@ class HistoryMaker:
             topic=topic, place=_place(b.doc["category"], kind), status="finished",
             audience=_audience(kind, audience), expected=[m["_id"] for m in expected],
             expected_count=len(expected), published_at=start - timedelta(days=3),
-            reminded_at=start - timedelta(hours=1), finished_at=end, updated_at=end)
+            reminded_at=start - timedelta(hours=1), finished_at=end, updated_at=end,
+            attendance={}, counts_live=False)  # settled: the marks and counts are in the meeting
         if rng.random() < CANCEL_SHARE:
             doc.update(status="cancelled", cancelled_at=start - timedelta(days=1), finished_at=None)
             return doc
@@ -373,25 +377,30 @@ async def seed_history(ctx: AppContext, specs: list[Any], today: date,
     cutoff = datetime(today.year, today.month, today.day, tzinfo=SHANGHAI).astimezone(UTC)
     maker = HistoryMaker(random.Random(SEED), compliance.Rules.from_settings(ctx.settings), months, cutoff)
     rollups: Counter = Counter()
+    documents: Counter = Counter()  # branch documents per (organisation, month): roll-ups' branches
     started = time.perf_counter()
 
-    class Deferred(IndexesDeferred):
+    class Indexed(IndexesFirst):
         NAMES = HISTORY_COLLECTIONS
 
     sink = _Sink(ctx)
-    async with Deferred(ctx, report.phases, progress):
+    async with Indexed(ctx, report.phases, progress):
         try:
             for top in specs[0].children:
                 people = await _members_by_branch(ctx, top.doc["_id"])
                 for spec in walk(top):
                     if spec.kind == "branch":
-                        await _branch_year(maker, spec, people.get(spec.doc["_id"], []), sink, report, rollups)
+                        await _branch_year(maker, spec, people.get(spec.doc["_id"], []), sink, report,
+                                           rollups, documents)
                 rate = report.meetings / (time.perf_counter() - started)
                 progress(f"seed: history {top.code}: {report.meetings:,} meetings so far ({rate:,.0f}/s)")
             await sink.add(compliance_model.ROLLUPS, [
-                {"_id": compliance_model.rollup_id(o, m), "org_id": o, "month": m, "compliant": n}
-                for (o, m), n in rollups.items()])
+                {"_id": compliance_model.rollup_id(o, m), "org_id": o, "month": m,
+                 "compliant": rollups.get((o, m), 0), "branches": n}
+                for (o, m), n in documents.items()])
             await sink.close()
+            for month in months:  # every branch has its document for each month
+                await compliance_model.mark_opened(ctx.db, month, ctx.clock.now())
         finally:
             sink.abort()
         report.phases["load"] = time.perf_counter() - started
@@ -399,10 +408,13 @@ async def seed_history(ctx: AppContext, specs: list[Any], today: date,
 
 
 async def _branch_year(maker: HistoryMaker, spec: Any, people: list[dict[str, Any]], sink: _Sink,
-                       report: HistoryReport, rollups: Counter) -> None:
+                       report: HistoryReport, rollups: Counter, documents: Counter) -> None:
     doc = spec.doc
+    docs: dict[str, dict[str, Any]] = {}
+    compliance.open_in_memory(docs, maker.rules, doc, maker.months)
     if not people:
         report.profiles["empty"] += 1
+        await _compliance_docs(sink, report, docs, rollups, documents)
         return
     groups = {c.doc["_id"]: [] for c in spec.children if c.kind == "group"}
     for member in people:
@@ -414,7 +426,6 @@ async def _branch_year(maker: HistoryMaker, spec: Any, people: list[dict[str, An
     branch = Branch(doc, people, groups, committee, name, hold, presence, stop)
     report.profiles[name] += 1
     required = maker.rules.required(doc)
-    docs: dict[str, dict[str, Any]] = {}
     for kind, index, audience in maker.plan(branch):
         meeting = maker.meeting(branch, kind, index, audience)
         if meeting is None:
@@ -425,7 +436,13 @@ async def _branch_year(maker: HistoryMaker, spec: Any, people: list[dict[str, An
         report.meetings += 1
         report.marks += len(meeting["attendance"])
         await sink.add(meetings_model.COLLECTION, [meeting])
+    await _compliance_docs(sink, report, docs, rollups, documents)
+
+
+async def _compliance_docs(sink: _Sink, report: HistoryReport, docs: dict[str, dict[str, Any]],
+                           rollups: Counter, documents: Counter) -> None:
     rollups.update(compliance.settle_in_memory(docs))
+    documents.update(compliance.documents_in_memory(docs))
     report.compliance_docs += len(docs)
     await sink.add(compliance_model.COLLECTION, list(docs.values()))
 

@@ -6,6 +6,9 @@ permissions over its organisation and everything below it. Services ask the
 
     actor.require("member.edit", member["org_ancestors"])   # raises Forbidden
     query = {"org_ancestors": {"$in": actor.scope("member.view")}}
+
+``require`` raises Forbidden ``out_of_scope``, or ``read_only`` when a change is
+attempted by a read-only role (auditor) that sees the organisation.
 """
 
 from __future__ import annotations
@@ -35,6 +38,12 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     }),
     "auditor": frozenset({"org.view", "member.view", "audit.view", "meeting.view", "outbox.view"}),
 }
+
+# What only reads: refused to a read-only role, these are out of its scope; anything
+# else is a change, which a read-only role is refused as such.
+READS = frozenset({"org.view", "member.view", "member.unmask", "audit.view", "meeting.view",
+                   "outbox.view"})
+READ_ONLY_ROLES = frozenset({"auditor"})
 
 # Who stands above whom at the *same* organisation when accounts are managed: a
 # committee admin manages its committee's auditor, not a fellow committee admin.
@@ -72,8 +81,14 @@ class Actor:
         return any(org_id in path for org_id in self.scope(permission))
 
     def require(self, permission: str, org_ancestors: Iterable[ObjectId]) -> None:
-        if not self.can(permission, org_ancestors):
-            raise Forbidden("out_of_scope", "无权访问该组织或党员的信息")
+        if self.can(permission, org_ancestors):
+            return
+        path = set(org_ancestors)
+        if permission not in READS and any(r.org_id in path and r.role in READ_ONLY_ROLES
+                                           for r in self.roles):
+            # An auditor sees this organisation: "no access" would be wrong, and confusing.
+            raise Forbidden("read_only", "审计员账号为只读，不能修改")
+        raise Forbidden("out_of_scope", "无权访问该组织或党员的信息")
 
     def outranks(self, role: str, org_ancestors: Sequence[ObjectId]) -> bool:
         """Whether ``admin.manage`` puts the actor above ``role`` held at the organisation

@@ -47,6 +47,7 @@ from wxbackend.services.meetings.attendance import (
     member_state,
     my_marks,
     request_leave,
+    with_marks,
     withdraw_leave,
 )
 from wxbackend.services.meetings.board import (
@@ -74,7 +75,6 @@ from wxbackend.services.meetings.minutes import (
 from wxbackend.services.meetings.planning import (
     cancel,
     create,
-    every_minute,
     expected_members,
     finish,
     of_month,
@@ -84,6 +84,7 @@ from wxbackend.services.meetings.planning import (
     update,
     view,
 )
+from wxbackend.services.meetings.reminders import every_minute
 from wxbackend.services.meetings.rules import (
     CANCELLABLE,
     EDITABLE,
@@ -158,5 +159,6 @@ __all__ = [
     "update",
     "validate_fields",
     "view",
+    "with_marks",
     "withdraw_leave",
 ]

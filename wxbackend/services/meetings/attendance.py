@@ -1,13 +1,27 @@
-"""The members' side: their meetings, online attendance, and leave (请假) with its decision."""
+"""The members' side: their meetings, online attendance, and leave (请假) with its decision.
+
+Marks are documents of their own (``models.attendance``); reading a meeting
+with the projection ``attendance.<member_id>`` gets that member's mark as
+``meeting["attendance"]`` (``models.meetings``), so :func:`member_state` and
+the comment and vote rules read a meeting as before. A mark is made first and
+counted after (one winner each); leave lives in the meeting. The two writes of
+a leave decision (the request's status, then the excused mark) are made in the
+order whose half-done state the settling after the meeting repairs
+(:mod:`.tally`).
+"""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
+from cachetools import TTLCache
 
+from models import attendance as attendance_model
 from models import meetings as meetings_model
 from wxbackend.context import AppContext
 from wxbackend.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
@@ -61,6 +75,68 @@ async def member_meetings(ctx: AppContext, member: dict[str, Any], when: str, *,
         rows = [m for m in rows if m["end"] < now]
     return [m for m in rows if m["status"] != "draft"
             and (member["_id"] in set(m.get("expected") or ()) or m.get("allow_branch_members"))][:limit]
+
+
+# A roll is written (its ObjectId stamped) before its marks and counted after; all within this.
+LAG = timedelta(seconds=10)
+# Read every mark again at least this often (seconds), whatever the counters say: what a
+# process killed between a mark and its count left unseen appears then.
+FULL_EVERY = 300.0
+MARKS_KEPT = 50
+
+
+@dataclass
+class _Seen:
+    marks: dict[str, dict[str, Any]]
+    rev: int
+    removed: int
+    read_at: datetime       # when the last read began (clock time)
+    full_at: float          # when the last full read began (monotonic)
+
+
+class SeenMarks:
+    """A process's marks per meeting as it last read them (see :func:`with_marks`)."""
+
+    def __init__(self) -> None:
+        self.seen: TTLCache[ObjectId, _Seen] = TTLCache(MARKS_KEPT, 15 * 60)
+
+
+async def current_marks(ctx: AppContext, meeting_id: ObjectId) -> dict[str, dict[str, Any]]:
+    """Every mark of the meeting, ``{member_id: mark}``, reading only what changed since this
+    process last looked (shared: do not change it)."""
+    cache = ctx.state(SeenMarks).seen
+    rev, removed = await attendance_model.revision(ctx.db, meeting_id)  # before the marks: see below
+    now, mono = ctx.clock.now(), time.monotonic()
+    seen = cache.get(meeting_id)
+    if (seen is None or removed != seen.removed or rev < seen.rev or mono - seen.full_at > FULL_EVERY):
+        marks = await attendance_model.of_meeting(ctx.db, meeting_id)
+        cache[meeting_id] = _Seen(marks, rev, removed, now, mono)
+        return marks
+    if rev != seen.rev:
+        # A round counted after we read its rev is read next time (its rev moves after its marks).
+        since = ctx.clock.id_at(seen.read_at - LAG)
+        seen.marks.update(await attendance_model.of_meeting(ctx.db, meeting_id, since=since))
+        seen.rev, seen.read_at = rev, now
+    return seen.marks
+
+
+async def with_marks(ctx: AppContext, meeting: dict[str, Any]) -> dict[str, Any]:
+    """``meeting`` (read with ``counts_live``) with its ``attendance`` map: every mark (the live
+    board, the secretary's page, a reminder to those still to come).
+
+    A 5,000-member meeting's marks cost SecantusDB ~0.2 s to read, and the
+    board asks every 3 s, during the very rush it shows. So each process keeps
+    the marks it read per meeting and reads again only what changed: the
+    running counters' ``rev`` moves with every counted change (unchanged:
+    nothing to read), new and replaced marks have a roll written with them
+    (read the members of the rolls written since the last look, less ``LAG``),
+    and removals move ``removed`` (then, and every ``FULL_EVERY``, all marks
+    are read again: ~0.15 ms of SecantusDB a mark).
+    """
+    if not meetings_model.live(meeting):  # settled: the marks are in the meeting
+        return await meetings_model.with_marks(ctx.db, meeting)
+    meeting["attendance"] = dict(await current_marks(ctx, meeting["_id"]))
+    return meeting
 
 
 def member_state(meeting: dict[str, Any], member_id: ObjectId) -> str | None:
@@ -126,11 +202,11 @@ async def request_leave(ctx: AppContext, member: dict[str, Any], meeting_id: str
         raise DomainError("leave_too_late", "会议已开始，不能再请假")
     mid = str(member["_id"])
     request = {"reason": reason, "status": "pending", "at": now, "name": member["name"]}
-    done = await meetings_model.update_one_if(
+    # A member already marked (checked in, online) has no leave to ask for.
+    done = await attendance_model.get(ctx.db, meeting["_id"], mid) is None and await meetings_model.update_one_if(
         ctx.db, meeting["_id"],
         {"status": {"$in": list(meetings_model.OPEN_STATUSES)}, "start": {"$gt": now},
-         f"leave.{mid}.status": {"$nin": ["pending", "approved"]},
-         f"attendance.{mid}": {"$exists": False}},
+         f"leave.{mid}.status": {"$nin": ["pending", "approved"]}},
         {"$set": {f"leave.{mid}": request}})
     if not done:
         marks = (await my_marks(ctx, member, [meeting["_id"]]))[meeting["_id"]]
@@ -147,22 +223,26 @@ async def withdraw_leave(ctx: AppContext, member: dict[str, Any], meeting_id: st
     """Take a leave request back before the start; an approved one stops counting as excused.
 
     Pending or approved, each tried as one conditional update (the secretary
-    may decide in between); withdrawing twice answers the same.
+    may decide in between); withdrawing twice answers the same. An approved
+    one: the request first, then the excused mark the approval made (and its
+    count); a member who came after all keeps the check-in.
     """
     now = now or ctx.clock.now()
     meeting = await for_member(ctx, member, meeting_id, dict(checkin.HEADER_FIELDS))
     mid = str(member["_id"])
     for status in ("pending", "approved"):
+        if status == "approved":
+            mark = await attendance_model.get(ctx.db, meeting["_id"], mid)
+            if mark is not None and mark.get("how") != "leave":
+                continue  # here after all: the leave is moot, and not withdrawable
         expected: dict[str, Any] = {"status": {"$in": list(meetings_model.OPEN_STATUSES)},
                                     "start": {"$gt": now}, f"leave.{mid}.status": status}
         changes: dict[str, Any] = {"$set": {f"leave.{mid}.status": "withdrawn",
                                             f"leave.{mid}.withdrawn_at": now}}
-        if status == "approved":
-            # The excused mark the approval made; a member who came after all keeps the check-in.
-            expected[f"attendance.{mid}.how"] = "leave"
-            changes["$unset"] = {f"attendance.{mid}": ""}
-            changes["$inc"] = {"counts.excused": -1}
         if await meetings_model.update_one_if(ctx.db, meeting["_id"], expected, changes):
+            if status == "approved" and await attendance_model.remove_if(
+                    ctx.db, meeting["_id"], mid, {"status": "excused", "how": "leave"}):
+                await attendance_model.add_counts(ctx.db, meeting["_id"], {"excused": -1, "removed": 1})
             return (await my_marks(ctx, member, [meeting["_id"]]))[meeting["_id"]]["leave"]
     leave = (await my_marks(ctx, member, [meeting["_id"]]))[meeting["_id"]]["leave"]
     if leave is not None and leave["status"] == "withdrawn":
@@ -176,7 +256,11 @@ async def withdraw_leave(ctx: AppContext, member: dict[str, Any], meeting_id: st
 
 async def decide_leave(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId,
                        member_id: str | ObjectId, approve: bool) -> dict[str, Any]:
-    """The secretary approves (-> excused, counted) or refuses a pending request."""
+    """The secretary approves (-> excused, counted) or refuses a pending request.
+
+    Approval: the request first (one winner), then the excused mark and its
+    count; a member marked meanwhile (here after all) keeps that mark.
+    """
     meeting = await view(ctx, actor, meeting_id)
     actor.require("meeting.manage", meeting["org_ancestors"])
     try:
@@ -188,15 +272,17 @@ async def decide_leave(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId
     changes: dict[str, Any] = {"$set": {f"leave.{mid}.status": "approved" if approve else "refused",
                                         f"leave.{mid}.decided_by": actor.name,
                                         f"leave.{mid}.decided_at": now}}
+    marked = approve and await attendance_model.get(ctx.db, meeting["_id"], mid) is not None
     if approve:
-        expected.update({f"attendance.{mid}": {"$exists": False},
-                         "status": {"$in": list(meetings_model.OPEN_STATUSES)}})
-        changes["$set"][f"attendance.{mid}"] = {"status": "excused", "how": "leave", "at": now,
-                                                "by": actor.name}
-        changes["$inc"] = {"counts.excused": 1}
-    decided = await meetings_model.update_if(ctx.db, meeting["_id"], expected, changes)
+        expected["status"] = {"$in": list(meetings_model.OPEN_STATUSES)}
+    decided = None if marked else await meetings_model.update_if(ctx.db, meeting["_id"], expected, changes)
     if decided is None:
         raise Conflict("leave_not_pending", "该请假申请已处理、已撤回，或该党员已签到")
+    if approve:
+        excused = {"status": "excused", "how": "leave", "at": now, "by": actor.name}
+        new, _ = await attendance_model.claim(ctx.db, meeting["_id"], {mid: excused})
+        if new:
+            await attendance_model.add_counts(ctx.db, meeting["_id"], {"excused": 1})
     request = decided["leave"][mid]
     await audit.record(ctx, actor, "meeting.leave_" + ("approve" if approve else "refuse"), "meeting",
                        meeting["_id"], meeting["title"], meeting["org_ancestors"],

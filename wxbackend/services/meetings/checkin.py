@@ -18,13 +18,17 @@ photographed; the screen's code cannot be kept). A meeting with coordinates
 (``geo``) wants the phone's position within ``[meetings] checkin_radius_meters``
 as well, so the official-account scan, which has none, is refused there.
 
-Every way ends in :func:`check_in`, whose write is a conditional
-``update_one``: the filter carries "no mark yet", the open statuses and the
-start and end the rules were checked against, so retries, racing scans and a
-meeting cancelled or moved meanwhile change nothing. Scans arriving together
-share one such write (:mod:`wxbackend.services.meetings.checkin_batch`): a hall of
-members scanning at once is a few writes, not one per member. The proof is
-checked against the cached meeting header, so it costs no database round trip.
+Every way ends in :func:`check_in`, whose write is an insert of the mark
+keyed by meeting and member (``models.attendance``: a second one fails), then
+the counters' increment through the meeting's check-in gate, which proves the
+meeting still has the open status, start and end the rules were checked
+against (else it is read; if it changed, the mark is taken back and the scan
+judged again): retries, racing scans and a meeting cancelled or moved
+meanwhile record nothing twice. Scans arriving together share one
+such round (:mod:`wxbackend.services.meetings.checkin_batch`): a hall of
+members scanning at once is a few writes, not one per member, and their cost
+does not grow with the meeting. The proof is checked against the cached
+meeting header, so it costs no database round trip.
 As pretix's redeem with a nonce: the same scan sent twice (same nonce) gets the
 same answer::
 
@@ -51,6 +55,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from cachetools import TTLCache
 
+from models import attendance as attendance_model
 from models import meetings as meetings_model
 from models import members as members_model
 from wxbackend.clock import SHANGHAI
@@ -68,7 +73,8 @@ from wxbackend.services.accounts.access import Actor
 from wxbackend.services.meetings import checkin_batch, checkin_codes
 
 # How long a process trusts its copy of a meeting's check-in rules (seconds).
-# The write re-checks status, start and end, so only audience edits can lag by this much.
+# The write checks status, start and end (the check-in gate, models.meetings.add_marks), so
+# only audience edits, and writes made around models.meetings, can lag by this much.
 HEADER_TTL = 2.0
 # Meetings whose header a process keeps (the least recently scanned go first).
 HEADERS_KEPT = 1000
@@ -139,7 +145,7 @@ class CheckinState:
         async def headers(ids: list[Any]) -> dict[Any, Any]:
             found = {}
             for meeting_id in ids:  # almost always one: the meeting being scanned into
-                doc = await meetings_model.get(ctx.db, meeting_id, HEADER_FIELDS | PROOF_FIELDS)
+                doc = await meetings_model.checkin_header(ctx.db, meeting_id, HEADER_FIELDS | PROOF_FIELDS)
                 if doc is not None:
                     doc["expected_set"] = frozenset(doc.get("expected") or ())
                     self.headers[meeting_id] = found[meeting_id] = doc
@@ -258,9 +264,7 @@ async def check_in(ctx: AppContext, meeting_id: ObjectId, member: dict[str, Any]
 
 async def _existing_mark(ctx: AppContext, meeting_id: ObjectId,
                          member_id: ObjectId) -> dict[str, Any] | None:
-    key = f"attendance.{member_id}"
-    doc = await meetings_model.get(ctx.db, meeting_id, {key: 1})
-    return ((doc or {}).get("attendance") or {}).get(str(member_id))
+    return await attendance_model.get(ctx.db, meeting_id, member_id)
 
 
 async def _answer_existing(ctx: AppContext, meeting: dict[str, Any], member_id: ObjectId,
@@ -277,14 +281,21 @@ async def _answer_existing(ctx: AppContext, meeting: dict[str, Any], member_id: 
 
 async def _upgrade(ctx: AppContext, meeting: dict[str, Any], member_id: ObjectId,
                    existing: dict[str, Any], mark: dict[str, Any]) -> bool:
-    """Online or on leave, yet here in person: present replaces the mark, counters move together."""
-    key = f"attendance.{member_id}"
-    return await meetings_model.update_one_if(
-        ctx.db, meeting["_id"],
-        {"status": {"$in": list(meetings_model.OPEN_STATUSES)}, f"{key}.status": existing["status"],
-         f"{key}.at": existing["at"]},
-        {"$set": {key: {**mark, "replaced": existing["status"]}},
-         "$inc": {"counts.present": 1, f"counts.{existing['status']}": -1}})
+    """Online or on leave, yet here in person: present replaces the mark (only the mark as it
+    was read: one winner), then the counters move by that change."""
+    upgraded = {**mark, "replaced": existing["status"]}
+    if not await attendance_model.replace_if(ctx.db, meeting["_id"], member_id,
+                                             {"status": existing["status"], "at": existing["at"]}, upgraded):
+        return False
+    if not await meetings_model.matches(ctx.db, meeting["_id"], {
+            "status": {"$in": list(meetings_model.OPEN_STATUSES)}, "start": meeting["start"], "end": meeting["end"]}):
+        # Closed or moved meanwhile: the mark goes back to what it was.
+        if await attendance_model.replace_if(ctx.db, meeting["_id"], member_id,
+                                             {"status": "present", "at": mark["at"], "how": mark["how"]}, existing):
+            await attendance_model.add_counts(ctx.db, meeting["_id"], {"removed": 1})  # boards: read again
+        return False
+    await attendance_model.add_counts(ctx.db, meeting["_id"], {"present": 1, existing["status"]: -1})
+    return True
 
 
 # -- the ways in --------------------------------------------------------------------

@@ -1,22 +1,27 @@
-"""Group commit of check-ins: many members' marks in one conditional update.
+"""Group commit of check-ins: many members' marks in one round of writes.
 
-SecantusDB serialises writes and rewrites the whole meeting document on each
-(a 1,000-member meeting's document is ~100 KB; one update takes 15-45 ms), so
-one update per scan caps a meeting at ~30 check-ins a second while a hall
-full of members scans at once. Instead, while one write for a meeting is in
-flight, the scans that arrive queue up, and the next write takes them all::
+SecantusDB serialises writes and each costs ~1 ms of its CPU before the first
+byte of data, so one write per scan would cost a hall of members scanning at
+once a write each. Instead, while one round for a meeting is in flight, the
+scans that arrive queue up, and the next round takes them all::
 
     writer = writer_for(ctx, meeting)             # one per meeting (and start/end) per process
     outcome = await writer.submit(member_id, mark)
     # ("new", mark) | ("existing", the stored mark) | None (the meeting changed: judge again)
 
-The write keeps the contract of docs/MEETINGS-DESIGN.md: its filter holds the
-open statuses, the start and end the rules were checked against, and "no mark
-yet" for *every* member in it, and ``counts.present`` moves by exactly the
-number of marks set. When the filter fails (someone in the batch is already
-marked, or the meeting changed), one read tells which, those are answered
-from the stored marks, and the rest are written again. Correct across
-processes because MongoDB, not this queue, decides.
+A round is :func:`models.meetings.add_marks`: one roll naming the members,
+one ``insert_many`` of the marks (a mark is its own small document, keyed by
+meeting and member, so a second one for a member fails whoever writes it),
+and one ``$inc`` of the counters by exactly the marks inserted, conditional on
+the meeting's check-in gate being the one read with the header the rules were
+checked against (a change of the meeting's status or times turns it; then the
+meeting is read to check that it still has the open status, start and end the
+rules saw, else the marks are taken back and the scans judged again). The members who had a
+mark already are answered from their stored marks. Correct across processes
+because MongoDB's unique key, not this queue, decides; and what a round costs
+does not depend on how many members the meeting has. A member the writer has
+seen marked present is answered from memory when they scan again: a present
+mark is never taken back.
 
 :class:`Coalescer` does the same for reads: the members behind concurrent
 requests are loaded with one ``$in`` query.
@@ -32,6 +37,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from models import attendance as attendance_model
 from models import meetings as meetings_model
 from wxbackend.context import AppContext
 
@@ -57,12 +63,20 @@ class Writer:
     meeting_id: ObjectId
     start: Any
     end: Any
+    gate: str | None = None     # the check-in gate of the header the rules were checked against
     queue: list[tuple[str, _Waiter]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+    # Members this process has seen marked present here: a present mark is never taken
+    # back nor replaced, so a second scan (a double tap, a retry) needs no database.
+    present: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     async def submit(self, member_id: ObjectId, mark: dict[str, Any]) -> Outcome:
+        key = str(member_id)
+        known = self.present.get(key)
+        if known is not None:
+            return "existing", known
         waiter = _Waiter(mark, asyncio.get_running_loop().create_future())
-        self.queue.append((str(member_id), waiter))
+        self.queue.append((key, waiter))
         if self.task is None or self.task.done():
             self.task = asyncio.ensure_future(self._run())
         return await waiter.future
@@ -82,17 +96,21 @@ class Writer:
         for key, waiter in batch:
             waiting.setdefault(key, []).append(waiter)
         pending = list(waiting)
+        expected = {"status": {"$in": list(meetings_model.OPEN_STATUSES)}, "start": self.start, "end": self.end}
         for _ in range(MAX_ROUNDS):
-            if await self._write(pending, waiting):
-                for key in pending:
-                    _resolve(waiting[key], "new", waiting[key][0].mark)
-                return
-            stored = await self._read(pending)
-            if stored is None:  # status, start or end changed: the rules must be checked again
+            done = await meetings_model.add_marks(self.ctx.db, self.meeting_id,
+                                                  {k: waiting[k][0].mark for k in pending}, expected, self.gate)
+            if done is None:  # status, start or end changed: the rules must be checked again
                 break
-            for key in [k for k in pending if k in stored]:
-                _resolve(waiting[key], "existing", stored[key])
-                pending.remove(key)
+            new, taken = done
+            for key in new:
+                self._resolve(key, waiting[key], "new", waiting[key][0].mark)
+            stored = await attendance_model.of_members(self.ctx.db, self.meeting_id, taken)
+            for key in taken:
+                if key in stored:
+                    self._resolve(key, waiting[key], "existing", stored[key])
+            # A mark seen as taken but gone when read was taken back meanwhile: try again.
+            pending = [k for k in taken if k not in stored]
             if not pending:
                 return
         for key in pending:
@@ -100,45 +118,29 @@ class Writer:
                 if not waiter.future.done():
                     waiter.future.set_result(None)
 
-    async def _write(self, pending: list[str], waiting: dict[str, list[_Waiter]]) -> bool:
-        expected: dict[str, Any] = {"status": {"$in": list(meetings_model.OPEN_STATUSES)},
-                                    "start": self.start, "end": self.end}
-        expected.update({f"attendance.{k}": {"$exists": False} for k in pending})
-        changes = {"$set": {f"attendance.{k}": waiting[k][0].mark for k in pending},
-                   "$inc": {"counts.present": len(pending)}}
-        return await meetings_model.update_one_if(self.ctx.db, self.meeting_id, expected, changes)
-
-    async def _read(self, pending: list[str]) -> dict[str, dict[str, Any]] | None:
-        """The stored marks among ``pending``; None when the meeting itself changed."""
-        fields = {"status": 1, "start": 1, "end": 1, **{f"attendance.{k}": 1 for k in pending}}
-        doc = await meetings_model.get(self.ctx.db, self.meeting_id, fields)
-        if (doc is None or doc["status"] not in meetings_model.OPEN_STATUSES
-                or doc["start"] != self.start or doc["end"] != self.end):
-            return None
-        return doc.get("attendance") or {}
-
-
-def _resolve(waiters: list[_Waiter], outcome: str, mark: dict[str, Any]) -> None:
-    # The first scan of a member wins; a second one in the same batch finds the first's mark.
-    for i, waiter in enumerate(waiters):
-        if not waiter.future.done():
-            waiter.future.set_result((outcome, mark) if i == 0 else ("existing", mark))
+    def _resolve(self, key: str, waiters: list[_Waiter], outcome: str, mark: dict[str, Any]) -> None:
+        # The first scan of a member wins; a second one in the same batch finds the first's mark.
+        if mark["status"] == "present":
+            self.present[key] = mark
+        for i, waiter in enumerate(waiters):
+            if not waiter.future.done():
+                waiter.future.set_result((outcome, mark) if i == 0 else ("existing", mark))
 
 
 class Writers(dict):
-    """A process's writers, by (meeting, start, end); idle ones go when there are many."""
+    """A process's writers, by (meeting, start, end, gate); idle ones go when there are many."""
 
 
 def writer_for(ctx: AppContext, meeting: dict[str, Any]) -> Writer:
-    """This process's writer of a meeting as the rules saw it (its start and end)."""
+    """This process's writer of a meeting as the rules saw it (its start, end and gate)."""
     writers = ctx.state(Writers)
-    key = (meeting["_id"], meeting["start"], meeting["end"])
+    key = (meeting["_id"], meeting["start"], meeting["end"], meeting.get("gate"))
     writer = writers.get(key)
     if writer is None:
         if len(writers) > 1000:
             for stale in [k for k, w in writers.items() if not w.queue and (w.task is None or w.task.done())]:
                 del writers[stale]
-        writer = writers[key] = Writer(ctx, meeting["_id"], meeting["start"], meeting["end"])
+        writer = writers[key] = Writer(ctx, meeting["_id"], meeting["start"], meeting["end"], meeting.get("gate"))
     return writer
 
 

@@ -39,9 +39,6 @@ HOW_LABELS = {"oa_qr": "公众号扫码", "mp_code": "小程序码", "rotating":
 # What a month's list needs: no attendance maps (a 1,200-member meeting's is ~100 kB).
 MONTH_FIELDS = {**meetings_model.LIST_FIELDS, "minutes": 1, "materials": 1}
 
-audit.ACTION_LABELS.update({"ledger.export": "导出工作台账", "comment.hide": "隐藏会议心得",
-                            "vote.create": "发起表决", "vote.close": "结束表决"})
-
 
 @dataclass
 class MonthLedger:
@@ -138,7 +135,7 @@ def attendance_rows(meeting: dict[str, Any], names: dict[ObjectId, str]) -> list
 
 async def entry(ctx: AppContext, actor: Actor, meeting_id: ObjectId | str) -> Entry:
     """One ledger entry: the whole record of a meeting."""
-    meeting = await meetings.view(ctx, actor, meeting_id)
+    meeting = await meetings_model.with_marks(ctx.db, await meetings.view(ctx, actor, meeting_id))
     rows = attendance_rows(meeting, await _names(ctx, meeting["org_id"], _ids(meeting)))
     found, _ = await comments.for_admin(ctx, actor, meeting["_id"], None, 200)
     return Entry(meeting, rows, found, await votes.of_meeting_for_admin(ctx, actor, meeting["_id"]))
@@ -193,7 +190,7 @@ async def export_xlsx(ctx: AppContext, actor: Actor, org_id: ObjectId | str, mon
     """(file name, .xlsx bytes) of a branch's month: meetings, attendance, minutes."""
     book_data = await month(ctx, actor, org_id, month_key)
     full = [await meetings_model.get(ctx.db, m["_id"]) for m in book_data.meetings]
-    full = [m for m in full if m is not None]
+    full = [await meetings_model.with_marks(ctx.db, m) for m in full if m is not None]
     names = await _names(ctx, book_data.org["_id"], set().union(*(_ids(m) for m in full)) if full else set())
     # Writing a big branch's month (~15,000 attendance rows) takes seconds of CPU:
     # in a thread, so the server keeps answering meanwhile.

@@ -11,9 +11,10 @@ reports::
     sent = await send(ctx, meeting, "meeting_published")
     sent.ok, sent.failed, sent.skipped
 
-:func:`send_due_reminders` is the reminder scan (cron: every minute); it
-claims each meeting by a conditional update of ``reminded_at`` so that two
-workers never remind twice.
+When a meeting is published (or moved) so late that its reminder time has
+passed or is only :data:`REMINDER_MARGIN` away, no separate reminder follows:
+the notice itself says when it starts (:func:`reminder_needed`). The reminder
+scan (cron) is :mod:`.reminders`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from typing import Any
 
 from bson import ObjectId
 
-from models import meetings as meetings_model
 from models.enums import MEETING_TYPES
 from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
@@ -111,25 +111,22 @@ async def send(ctx: AppContext, meeting: dict[str, Any], kind: str,
 
 # -- reminders ------------------------------------------------------------------------
 
-async def send_due_reminders(ctx: AppContext, now: datetime | None = None) -> int:
-    """Remind the attendees of every published meeting whose reminder time has come."""
-    now = now or ctx.clock.now()
-    horizon = now + timedelta(minutes=max_reminder_minutes(ctx))
-    due = await meetings_model.by_status_starting(
-        ctx.db, "planned", now, horizon,
-        {"start": 1, "reminder_minutes": 1, "reminded_at": 1, "status": 1})
-    reminded = 0
-    for brief in due:
-        minutes = brief.get("reminder_minutes") or ctx.settings.meetings.reminder_minutes
-        if brief.get("reminded_at") or brief["start"] - timedelta(minutes=minutes) > now:
-            continue
-        claimed = await meetings_model.update_if(ctx.db, brief["_id"],
-                                                 {"status": "planned", "reminded_at": None},
-                                                 {"$set": {"reminded_at": now}})
-        if claimed is not None:
-            await send(ctx, claimed, "meeting_reminder")
-            reminded += 1
-    return reminded
+# A reminder due this soon after a notice would only repeat it (会议通知, then 会议即将开始 seconds later).
+REMINDER_MARGIN = timedelta(minutes=10)
+
+
+def reminder_minutes(ctx: AppContext, meeting: dict[str, Any]) -> int:
+    return meeting.get("reminder_minutes") or ctx.settings.meetings.reminder_minutes
+
+
+def reminder_at(ctx: AppContext, meeting: dict[str, Any]) -> datetime:
+    """When the meeting's reminder is due."""
+    return meeting["start"] - timedelta(minutes=reminder_minutes(ctx, meeting))
+
+
+def reminder_needed(ctx: AppContext, meeting: dict[str, Any], now: datetime) -> bool:
+    """Whether a separate reminder is still worth sending after a notice sent ``now``."""
+    return reminder_at(ctx, meeting) > now + REMINDER_MARGIN
 
 
 def max_reminder_minutes(ctx: AppContext) -> int:

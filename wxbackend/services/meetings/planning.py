@@ -8,6 +8,12 @@ Every step is a conditional update with the expected status in the filter, so a
 retried or racing request changes nothing twice. Finishing counts the meeting in
 compliance exactly once, after the update succeeded; cancelling a finished meeting
 takes it back out. See the package docstring for the rest.
+
+A meeting whose end has passed may be saved and published as a record of a
+meeting held (补录), but only when the secretary confirms it (``confirm_past``;
+otherwise ``meeting_in_past``): publishing it notifies nobody, makes no codes and
+sends no reminder (``backfilled`` on the meeting). The types and the audience a
+branch can choose are :mod:`.audience`'s rules.
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ from bson import ObjectId
 
 from models import meetings as meetings_model
 from models import members as members_model
-from wxbackend import jobs
 from wxbackend.clock import SHANGHAI
 from wxbackend.context import AppContext
 from wxbackend.errors import Conflict, DomainError, InvalidInput
@@ -27,6 +32,12 @@ from wxbackend.services import orgs
 from wxbackend.services.accounts import audit
 from wxbackend.services.accounts.access import Actor
 from wxbackend.services.meetings import checkin, compliance, meeting_notices, printed_codes
+from wxbackend.services.meetings.audience import (
+    branch_of,
+    check_audience,
+    check_type,
+    committee_ids,
+)
 from wxbackend.services.meetings.rules import (
     CANCELLABLE,
     EDITABLE,
@@ -43,23 +54,15 @@ async def view(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId) -> dic
     return meeting
 
 
-async def _branch_of(ctx: AppContext, org_id: str | ObjectId) -> dict[str, Any]:
-    """Meetings belong to a branch; a 党小组's meeting belongs to its branch."""
-    org = await orgs.get(ctx, orgs.parse_id(org_id))
-    if org["type"] == "group":
-        org = await orgs.get(ctx, org["parent_id"])
-    if org["type"] != "branch" or org["status"] != "active":
-        raise DomainError("not_a_branch", "只有正常状态的党支部可以组织三会一课")
-    return org
-
-
 async def create(ctx: AppContext, actor: Actor, org_id: str | ObjectId,
                  raw: dict[str, Any]) -> dict[str, Any]:
     """A draft meeting of a branch (not visible to members until published)."""
-    org = await _branch_of(ctx, org_id)
+    org = await branch_of(ctx, org_id)
     actor.require("meeting.manage", org["org_ancestors"])
     clean = validate_fields(raw)
-    await _check_audience(ctx, org, clean["audience"])
+    check_type(ctx, org, clean["type"])
+    _check_past(ctx, clean, raw)
+    await check_audience(ctx, org, clean["audience"])
     organiser = {"user_id": actor.id, "name": actor.name}
     title, start, end = clean.pop("title"), clean.pop("start"), clean.pop("end")
     doc = meetings_model.new_meeting(org, clean.pop("type"), title, start, end, organiser,
@@ -69,19 +72,21 @@ async def create(ctx: AppContext, actor: Actor, org_id: str | ObjectId,
     return doc
 
 
-async def _check_audience(ctx: AppContext, org: dict[str, Any], audience: dict[str, Any]) -> None:
-    if audience["kind"] == "group":
-        group = await orgs.get(ctx, audience["group_id"])
-        if group.get("parent_id") != org["_id"] or group["type"] != "group":
-            raise InvalidInput("group_invalid", "请选择本支部的党小组")
-    if audience["kind"] == "committee" and not _committee_ids(org):
-        raise InvalidInput("no_committee", "本支部尚未设立支部委员会")
+PAST_MESSAGE = "会议时间已过。如为补录已召开的会议，请勾选“确认补录”（补录的会议发布时不通知党员）"
 
 
-def _committee_ids(org: dict[str, Any]) -> list[ObjectId]:
-    ids = [c["member_id"] for c in org.get("committee") or [] if c.get("member_id")]
-    secretary = (org.get("secretary") or {}).get("member_id")
-    return list(dict.fromkeys(([secretary] if secretary else []) + ids))
+def _check_past(ctx: AppContext, clean: dict[str, Any], raw: dict[str, Any],
+                meeting: dict[str, Any] | None = None) -> None:
+    """Times already over: a record of a meeting held (补录) is legitimate, once confirmed.
+
+    Re-saving a past meeting with the times it was confirmed with asks nothing again.
+    """
+    if clean["end"] > ctx.clock.now() or raw.get("confirm_past"):
+        return
+    if meeting is not None and (meeting["start"], meeting["end"]) == (clean["start"], clean["end"]):
+        return
+    raise InvalidInput("meeting_in_past", PAST_MESSAGE,
+                       details=[{"field": "confirm_past", "message": PAST_MESSAGE}])
 
 
 async def expected_members(ctx: AppContext, org: dict[str, Any],
@@ -94,7 +99,7 @@ async def expected_members(ctx: AppContext, org: dict[str, Any],
     if kind == "group":
         return [m["_id"] for m in active if m.get("group_id") == audience["group_id"]]
     if kind == "committee":
-        wanted = set(_committee_ids(org))
+        wanted = set(committee_ids(org))
     elif kind == "list":
         wanted = set(audience["member_ids"])
     else:
@@ -109,16 +114,21 @@ async def update(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId,
     actor.require("meeting.manage", meeting["org_ancestors"])
     if meeting["status"] not in EDITABLE:
         raise Conflict("meeting_not_editable", "会议已开始、结束或取消，不能再修改")
-    org = await _branch_of(ctx, meeting["org_id"])
+    org = await branch_of(ctx, meeting["org_id"])
     clean = validate_fields(raw)
-    await _check_audience(ctx, org, clean["audience"])
-    changes = {**clean, "month": meetings_model.month_of(clean["start"], SHANGHAI),
-               "updated_at": ctx.clock.now()}
+    check_type(ctx, org, clean["type"], keep=meeting["type"])
+    _check_past(ctx, clean, raw, meeting)
+    await check_audience(ctx, org, clean["audience"])
+    now = ctx.clock.now()
+    changes = {**clean, "month": meetings_model.month_of(clean["start"], SHANGHAI), "updated_at": now}
     if meeting["status"] == "planned":
         changes["expected"] = await expected_members(ctx, org, clean["audience"])
         changes["expected_count"] = len(changes["expected"])
-    if clean["start"] != meeting["start"]:
-        changes["reminded_at"] = None
+    if clean["start"] != meeting["start"] or (clean["reminder_minutes"] != meeting.get("reminder_minutes")
+                                              and not meeting.get("reminded_at")):
+        # Too late for a separate reminder: the change notice says when it starts.
+        late = meeting["status"] == "planned" and not meeting_notices.reminder_needed(ctx, clean, now)
+        changes["reminded_at"] = now if late else None
     updated = await meetings_model.update_if(ctx.db, meeting["_id"],
                                              {"status": meeting["status"], "updated_at": meeting["updated_at"]},
                                              {"$set": changes})
@@ -130,39 +140,47 @@ async def update(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId,
     changed = [f for f in NOTICE_FIELDS if meeting.get(f) != updated.get(f)]
     await audit.record(ctx, actor, "meeting.update", "meeting", meeting["_id"], updated["title"],
                        updated["org_ancestors"], {"fields": sorted(k for k in clean if meeting.get(k) != clean[k])})
-    if updated["status"] == "planned" and changed:
+    if updated["status"] == "planned" and changed and updated["end"] > now:
         await meeting_notices.send(ctx, updated, "meeting_changed")
     return updated
 
 
-async def publish(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId) -> dict[str, Any]:
+async def publish(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId, *,
+                  confirm_past: bool = False) -> dict[str, Any]:
     """draft -> planned: fix the expected attendees, notify each of them, have the codes made.
 
     The printed check-in codes are made by a job (WeChat calls, quota), never
     by a page that shows them; a draft saved before meetings had a secret gets
-    one here.
+    one here. A meeting starting so soon that its reminder time has passed gets
+    no separate reminder (the notice says when it starts). A meeting already
+    over is published only as a record (补录, ``confirm_past``): nobody is
+    notified, no codes are made.
     """
     meeting = await view(ctx, actor, meeting_id)
     actor.require("meeting.manage", meeting["org_ancestors"])
     now = ctx.clock.now()
-    if meeting["status"] == "draft" and meeting["end"] <= now:
-        raise DomainError("meeting_in_past", "会议结束时间已过，请先修改时间再发布")
-    org = await _branch_of(ctx, meeting["org_id"])
+    backfill = meeting["end"] <= now
+    if meeting["status"] == "draft" and backfill and not confirm_past:
+        raise DomainError("meeting_in_past", "会议时间已过。如为补录已召开的会议，请勾选“确认补录”后发布（不通知党员）")
+    org = await branch_of(ctx, meeting["org_id"])
     expected = await expected_members(ctx, org, meeting["audience"])
     if not expected:
         raise DomainError("no_attendees", "参会范围内没有在册党员")
+    reminded_at = None if meeting_notices.reminder_needed(ctx, meeting, now) else now
     published = await meetings_model.update_if(
         ctx.db, meeting["_id"], {"status": "draft"},
         {"$set": {"status": "planned", "published_at": now, "updated_at": now,
-                  "expected": expected, "expected_count": len(expected),
+                  "expected": expected, "expected_count": len(expected), "reminded_at": reminded_at,
+                  "backfilled": backfill,
                   "checkin_secret": meeting.get("checkin_secret") or meetings_model.new_checkin_secret()}})
     if published is None:
         raise Conflict("meeting_not_draft", "会议已发布或已取消")
     checkin.forget(ctx, meeting["_id"])
-    await printed_codes.queue_codes(ctx, published)
     await audit.record(ctx, actor, "meeting.publish", "meeting", meeting["_id"], meeting["title"],
-                       meeting["org_ancestors"], {"expected": len(expected)})
-    await meeting_notices.send(ctx, published, "meeting_published")
+                       meeting["org_ancestors"], {"expected": len(expected), "backfilled": backfill})
+    if not backfill:
+        await printed_codes.queue_codes(ctx, published)
+        await meeting_notices.send(ctx, published, "meeting_published")
     return published
 
 
@@ -187,7 +205,8 @@ async def cancel(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId,
         await compliance.meeting_unfinished(ctx, cancelled)
     await audit.record(ctx, actor, "meeting.cancel", "meeting", meeting["_id"], meeting["title"],
                        meeting["org_ancestors"], {"from": meeting["status"], "reason": reason[:200]})
-    if meeting["status"] in ("planned", "in_progress"):
+    # A 补录 meeting was never announced: its cancellation is news to nobody.
+    if meeting["status"] in ("planned", "in_progress") and not meeting.get("backfilled"):
         await meeting_notices.send(ctx, cancelled, "meeting_cancelled")
     return cancelled
 
@@ -221,12 +240,6 @@ async def start_due(ctx: AppContext, now: datetime | None = None, limit: int = 5
     return moved
 
 
-@jobs.cron_job("meeting_reminders", "meeting_reminders", timeout=120)
-async def every_minute(ctx: AppContext) -> dict[str, int]:
-    """Cron: start what has started, remind what is about to (each step claimed, so once)."""
-    return {"started": await start_due(ctx), "reminded": await meeting_notices.send_due_reminders(ctx)}
-
-
 async def finish(ctx: AppContext, actor: Actor, meeting_id: str | ObjectId) -> dict[str, Any]:
     """planned|in_progress -> finished; tells compliance once."""
     meeting = await view(ctx, actor, meeting_id)
@@ -253,6 +266,3 @@ async def of_month(ctx: AppContext, actor: Actor, org_id: str | ObjectId,
     actor.require("meeting.view", org["org_ancestors"])
     return org, await meetings_model.in_org_month(ctx.db, org["_id"], month)
 
-
-# The capability's jobs (capability.py lists them).
-JOBS = (every_minute, printed_codes.make_codes)

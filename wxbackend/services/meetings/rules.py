@@ -54,6 +54,22 @@ def status_label(meeting: dict[str, Any], now: datetime) -> str:
     return MEETING_STATUSES[status]
 
 
+def secretary_actions(meeting: dict[str, Any], now: datetime) -> list[str]:
+    """The steps the meeting page's 操作 section offers now (none: no section at all).
+
+    ``edit``, ``publish``, ``start``, ``finish``, ``cancel``; the services check each again.
+    """
+    status = meeting["status"]
+    offered = [name for name, fits in (
+        ("edit", status in EDITABLE),
+        ("publish", status == "draft"),
+        ("start", status == "planned" and meeting["end"] > now),
+        ("finish", status in meetings_model.OPEN_STATUSES and meeting["start"] <= now),
+        ("cancel", status in CANCELLABLE and not (meeting.get("minutes") or {}).get("confirmed_at")),
+    ) if fits]
+    return offered
+
+
 # -- planning -------------------------------------------------------------------------
 
 def raise_field_errors(errors: list[FieldError]) -> None:

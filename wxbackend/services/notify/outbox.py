@@ -41,6 +41,7 @@ from wxbackend.services import notify, orgs
 from wxbackend.services.accounts import audit
 from wxbackend.services.accounts.access import Actor
 from wxbackend.services.notify import notify_delivery
+from wxbackend.wechat import errors as wechat_errors
 
 PAGE_SIZE = 50
 DAYS_SHOWN = 14
@@ -204,6 +205,9 @@ async def retry(ctx: AppContext, actor: Actor, notification_id: str | ObjectId) 
         raise Conflict("not_failed", "只有发送失败的通知可以重新发送")
     message = (await messages_model.by_ids(ctx.db, [doc["msg"]])).get(doc["msg"], {})
     channel, openid = await _channel_now(ctx, doc, message)
+    if not retry_helps(doc) and (channel, openid) == (doc.get("channel"), doc.get("openid")):
+        advice = failure_advice(doc)
+        raise Conflict("retry_cannot_help", f"重新发送不会成功：{advice}")
     now = ctx.clock.now()
     status = "queued" if openid else ("sent" if channel == "web" else "undeliverable")
     changes = {"status": status, "channel": channel, "openid": openid, "attempts": 0,
@@ -227,6 +231,20 @@ async def retry(ctx: AppContext, actor: Actor, notification_id: str | ObjectId) 
                        message.get("title", doc["kind"]), doc["org_ancestors"],
                        {"kind": doc["kind"], "errcode": doc.get("errcode"), "channel": channel})
     return updated
+
+
+def failure_advice(doc: dict[str, Any]) -> wechat_errors.Advice | None:
+    """WeChat's errcode of a notification in Chinese (None: no errcode, e.g. our own message)."""
+    errcode = doc.get("errcode")
+    return None if errcode is None else wechat_errors.explain(errcode)
+
+
+def retry_helps(doc: dict[str, Any]) -> bool:
+    """Whether sending a failed notification again to the same recipient can succeed:
+    not after a permanent failure (40003, 40037 ...), unless the member has rebound
+    since, which :func:`retry` checks."""
+    advice = failure_advice(doc)
+    return doc["status"] == "failed" and (advice is None or advice.retry_helps)
 
 
 async def _channel_now(ctx: AppContext, doc: dict[str, Any], message: dict[str, Any]

@@ -9,20 +9,19 @@ exactly when it is accepted by the other::
     page = await members.page(ctx, actor, district_id, cursor=None)
 
 Personal data leaves this module masked (:func:`present`) or through the audited
-:func:`unmask`; anything that answers for a full ID-card number or phone (exact
-search, a number already registered) goes through :mod:`.lookups`.
+:func:`unmask` (on the web by post/redirect/get, :mod:`.unmasking`); anything that
+answers for a full ID-card number or phone (exact search, a number already
+registered) goes through :mod:`.lookups`. The paged lists (``page``, ``browse``,
+``search_names``) live in :mod:`.member_lists` and are re-exported here.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from bson import ObjectId
-from bson.errors import InvalidId
 from pymongo.errors import DuplicateKeyError
 
 from models import members as members_model
@@ -42,12 +41,18 @@ from wxbackend.idcard import parse_id_card
 from wxbackend.services import orgs
 from wxbackend.services.accounts import audit, mpsessions
 from wxbackend.services.accounts.access import Actor
-from wxbackend.services.orgs import lookups, orgtree
+from wxbackend.services.orgs import lookups
+from wxbackend.services.orgs.member_lists import (  # noqa: F401 - the lists, as callers know them
+    PAGE_SIZE,
+    MemberPage,
+    browse,
+    decode_cursor,
+    encode_cursor,
+    page,
+    search_names,
+)
 
 PHONE = lookups.PHONE
-PAGE_SIZE = 50
-# Most organisations one page query may name; keeps the $in list small.
-MAX_ORGS_PER_QUERY = 200
 
 FIELD_LABELS = {
     "name": "姓名", "gender": "性别", "ethnicity": "民族", "birth_date": "出生日期",
@@ -355,74 +360,13 @@ async def unmask(ctx: AppContext, actor: Actor, member_id: ObjectId) -> dict[str
     actor.require("member.unmask", member["org_ancestors"])
     await audit.record(ctx, actor, "member.unmask", "member", member["_id"], member["name"],
                        member["org_ancestors"], {"fields": ["id_card", "phone"]})
+    return clear_numbers(ctx, member)
+
+
+def clear_numbers(ctx: AppContext, member: dict[str, Any]) -> dict[str, str]:
+    """A member's clear ID-card number and phone: only for a view :func:`unmask` audited."""
     return {"id_card": _decrypt(ctx, member["id_card_enc"], "id_card"),
             "phone": _decrypt(ctx, member.get("phone_enc"), "phone")}
-
-
-# -- lists -------------------------------------------------------------------
-
-def encode_cursor(row: dict[str, Any]) -> str:
-    data = json.dumps([str(row["org_id"]), row["name"], str(row["_id"])], ensure_ascii=False)
-    return base64.urlsafe_b64encode(data.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[ObjectId, str, ObjectId]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        org_id, name, member_id = json.loads(raw)
-        return ObjectId(org_id), str(name), ObjectId(member_id)
-    except (ValueError, TypeError, InvalidId):
-        raise InvalidInput("bad_cursor", "分页参数无效") from None
-
-
-async def page(ctx: AppContext, actor: Actor, scope_id: ObjectId, cursor: str | None = None,
-               limit: int = PAGE_SIZE, *, org: dict[str, Any] | None = None,
-               ) -> tuple[list[dict[str, Any]], str | None]:
-    """Members of a subtree in tree order (branch by branch, by name in each).
-
-    Each query names only the organisations that fill this page, so the
-    database reads about what the page shows however large the subtree is.
-    ``org`` is the scope's document when the caller has it already.
-    """
-    org = org if org is not None and org["_id"] == scope_id else await orgs.get(ctx, scope_id)
-    actor.require("member.view", org["org_ancestors"])
-    tree = await orgtree.snapshot(ctx)
-    nodes = tree.with_counts(scope_id) or [(scope_id, org["member_count"])]
-    position = {org_id: i for i, (org_id, _) in enumerate(nodes)}
-    rows: list[dict[str, Any]] = []
-    i = 0
-    if cursor:
-        after_org, after_name, after_id = decode_cursor(cursor)
-        if after_org not in position:
-            raise InvalidInput("bad_cursor", "分页参数无效")
-        i = position[after_org]
-        rows.extend(await _after_cursor(ctx, after_org, after_name, after_id, limit))
-        i += 1
-    while i < len(nodes) and len(rows) <= limit:
-        batch, wanted = [], limit + 1 - len(rows)
-        while i < len(nodes) and len(batch) < MAX_ORGS_PER_QUERY and wanted > 0:
-            batch.append(nodes[i][0])
-            wanted -= nodes[i][1]
-            i += 1
-        found = await members_model.in_orgs(ctx.db, batch)
-        found.sort(key=lambda r: (position[r["org_id"]], r["name"], r["_id"]))
-        rows.extend(found)
-    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return rows[:limit], next_cursor
-
-
-async def _after_cursor(ctx: AppContext, org_id: ObjectId, name: str, member_id: ObjectId,
-                        limit: int) -> list[dict[str, Any]]:
-    """Members of one organisation after the cursor row: more than ``limit`` while that
-    many remain. Namesakes at or before the cursor row also match ``name >= name``, so
-    the window widens past them instead of leaving the organisation early."""
-    want = limit + 2
-    while True:
-        found = await members_model.in_org_after(ctx.db, org_id, name, want)
-        rest = [r for r in found if (r["name"], r["_id"]) > (name, member_id)]
-        if len(found) < want or len(rest) > limit:
-            return rest
-        want += len(found) - len(rest)
 
 
 async def search(ctx: AppContext, actor: Actor, scope_id: ObjectId, query: str,
@@ -438,7 +382,7 @@ async def search(ctx: AppContext, actor: Actor, scope_id: ObjectId, query: str,
     query = query.strip()
     exact = lookups.exact_query(query) if query else None
     if exact is None:
-        return await members_model.search_name(ctx.db, [scope_id], query, limit) if query else []
+        return (await search_names(ctx, actor, org, query, limit=limit)).rows
     kind, value = exact
     lookups.require_exact_search(actor, org)
     await lookups.take(ctx, actor)

@@ -13,6 +13,8 @@ docs/WECHAT-SANDBOX.md::
 
 from __future__ import annotations
 
+import logging
+
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
@@ -26,6 +28,7 @@ from wxbackend.wechat.sandbox.world import World
 __all__ = ["SandboxApp", "SandboxConfig", "make_sandbox_app", "start_for_demo", "start_sandbox"]
 
 OPENID = r"([A-Za-z0-9_\-]{1,64})"
+request_log = logging.getLogger("wxbackend.sandbox")
 
 WECHAT_ROUTES = [
     (r"/cgi-bin/token", tokens.TokenHandler),
@@ -53,11 +56,13 @@ CONTROL_ROUTES = [
     (r"/sandbox/menu", control.MenuHandler),
     (r"/sandbox/users", control.UsersHandler),
     (rf"/sandbox/users/{OPENID}", control.UserHandler),
+    (rf"/sandbox/mp/users/{OPENID}", control.MpUserHandler),
     (r"/sandbox/tokens/([A-Za-z0-9_]+)/expire", control.TokenExpireHandler),
     (rf"/sandbox/mp/users/{OPENID}/login-code", control.MpLoginCodeHandler),
     (rf"/sandbox/mp/users/{OPENID}/grant-subscribe", control.MpGrantHandler),
     (rf"/sandbox/mp/users/{OPENID}/phone-code", control.MpPhoneCodeHandler),
     (r"/sandbox/mp/codes", control.MpCodesHandler),
+    (r"/sandbox/qrcodes", control.QrCodesHandler),
 ]
 
 
@@ -76,7 +81,16 @@ class SandboxApp(tornado.web.Application):
              {**state, "pusher": pusher}),
             (r"/sandbox/verify", simulator.VerifyHandler, {**state, "pusher": pusher}),
         ]
-        super().__init__(routes)
+        super().__init__(routes, log_function=_log_request)
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    """INFO below 500: a 404 or 409 here is a user's action refused, as WeChat would, not
+    a fault of the sandbox (Tornado's default logs 4xx as warnings)."""
+    status = handler.get_status()
+    level = logging.INFO if status < 500 else logging.ERROR
+    if request_log.isEnabledFor(level):
+        request_log.log(level, "%s %s %d", handler.request.method, handler.request.path, status)
 
 
 def make_sandbox_app(config: SandboxConfig) -> SandboxApp:
@@ -98,7 +112,8 @@ def start_for_demo(settings: Settings) -> tornado.httpserver.HTTPServer:
 
     Points ``settings.wechat`` api_base, oauth_base and qrcode_image_base at it
     (call before the app and the WeChat clients are built) and its users at our
-    /wechat/oa.
+    /wechat/oa. Its base URL (``settings.wechat.api_base``) is what the README
+    calls ``S``: the control API is ``$S/sandbox/...``.
     """
     host = settings.http.host
     local = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104 (a comparison)
@@ -107,6 +122,4 @@ def start_for_demo(settings: Settings) -> tornado.httpserver.HTTPServer:
     server, url = start_sandbox(config, "127.0.0.1", settings.wechat.sandbox_port)
     wechat = settings.wechat
     wechat.api_base = wechat.oauth_base = wechat.qrcode_image_base = url
-    print(f"WeChat sandbox: {url}/sandbox (users: POST {url}/sandbox/users/<openid>/say; "
-          "see docs/WECHAT-SANDBOX.md)", flush=True)
     return server

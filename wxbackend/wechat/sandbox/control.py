@@ -3,7 +3,8 @@
 ::
 
     GET    /sandbox                              config summary and endpoints
-    GET    /sandbox/outbox?openid=&kind=         messages sent to users
+    GET    /sandbox/outbox?openid=&kind=         messages users received (kind: custom, template,
+                                                 subscribe, or reply: a callback's passive reply)
     DELETE /sandbox/outbox
     POST   /sandbox/faults   {"api": "/cgi-bin/message/custom/send", "errcode": 45009, "times": 2}
     POST   /sandbox/faults   {"api": "/cgi-bin/user/info", "delay_seconds": 3}
@@ -13,10 +14,13 @@
     GET    /sandbox/users ; GET /sandbox/users/{openid}
     POST   /sandbox/users/{openid}  {"following": true, "unionid": "..."}   (no callback)
     POST   /sandbox/tokens/{appid}/expire        current tokens answer 42001 from now on
+    POST   /sandbox/mp/users/{openid}  {"unionid": "...", "grants": {"TPL": 2}}  a known user (no login)
+    GET    /sandbox/mp/users/{openid}
     POST   /sandbox/mp/users/{openid}/login-code      {"unionid": ...}  -> {"code"}
     POST   /sandbox/mp/users/{openid}/grant-subscribe {"template_id": ...}
     POST   /sandbox/mp/users/{openid}/phone-code      {"phone": "13800138000"} -> {"code"}
     GET    /sandbox/mp/codes                     mini-program codes issued: {"codes": [{"page", "scene", ...}]}
+    GET    /sandbox/qrcodes                      official-account QR codes alive: {"codes": [{"scene", "url", ...}]}
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import re
 from dataclasses import asdict
 
 from wxbackend.wechat.sandbox.base import ControlError, ControlHandler
-from wxbackend.wechat.sandbox.world import Fault
+from wxbackend.wechat.sandbox.world import Fault, MpUser
 
 PHONE = re.compile(r"\d{5,15}")
 
@@ -130,6 +134,31 @@ class TokenExpireHandler(ControlHandler):
         self.write_json({"expired": expired})
 
 
+class MpUserHandler(ControlHandler):
+    def get(self, openid: str) -> None:
+        user = self.world.mp_users.get(openid)
+        if user is None:
+            raise ControlError(404, f"unknown mini-program user {openid}")
+        self.write_json(_mp_user_json(user))
+
+    def post(self, openid: str) -> None:
+        """A mini-program user WeChat knows, with the subscribe grants they gave (a restart)."""
+        body = self.json_body()
+        grants = body.get("grants", {})
+        if not isinstance(grants, dict) or not all(
+                isinstance(t, str) and t and isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                for t, n in grants.items()):
+            raise ControlError(400, "grants must map template ids to counts >= 0")
+        user = self.world.mp_user(openid, body.get("unionid") or None)
+        for template_id, count in grants.items():  # set, not add: the state WeChat keeps
+            user.grants[template_id] = count
+        self.write_json(_mp_user_json(user))
+
+
+def _mp_user_json(user: MpUser) -> dict[str, object]:
+    return {"openid": user.openid, "unionid": user.unionid, "grants": dict(user.grants)}
+
+
 class MpLoginCodeHandler(ControlHandler):
     def post(self, openid: str) -> None:
         body = self.json_body()
@@ -158,6 +187,17 @@ class MpPhoneCodeHandler(ControlHandler):
         code = self.world.issue_code("phone", self.world.config.mp_appid, user.openid,
                                      phone=phone, country_code=country)
         self.write_json({"code": code}, 201)
+
+
+class QrCodesHandler(ControlHandler):
+    """The official-account QR codes still alive, oldest first: ``url`` is what a camera reads
+    from the printed code (``POST /sandbox/users/{openid}/scan {"url": ...}`` scans it)."""
+
+    def get(self) -> None:
+        self.write_json({"codes": [
+            {"ticket": ticket, "scene": code["scene"], "url": code["url"],
+             "expires_at": code["expires_at"]}
+            for ticket, code in self.world.qrcodes.items() if self.world.live_qrcode(ticket)]})
 
 
 class MpCodesHandler(ControlHandler):

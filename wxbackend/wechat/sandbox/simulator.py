@@ -12,6 +12,9 @@ event to our callback as WeChat would, and answers with what came back::
     -> {"status": 200, "body": "<xml>...", "reply": {"MsgType": "text", "Content": ...},
         "error": null, "attempts": 1, "message": {...what WeChat sent...}}
 
+A reply WeChat accepts is what the user sees in the chat: it goes to the outbox too
+(kind ``reply``), beside the messages our server sent through the APIs.
+
 A QR scan by a user who does not follow yet is a ``subscribe`` event with
 EventKey ``qrscene_<scene>``; by a follower a ``SCAN`` event with the bare
 scene. Once a menu was created, only its keys can be clicked.
@@ -124,6 +127,11 @@ class UserActionHandler(ControlHandler):
         fields = ACTIONS[action](self, user, body)
         user.last_action = self.world.clock()
         result = await self.pusher.push(user.openid, fields)
+        if result.reply is not None and result.error is None \
+                and result.reply.get("MsgType") != "transfer_customer_service":
+            # The passive reply in the callback's answer: what the user saw.
+            app = self.world.apps[self.world.config.oa_appid]
+            self.world.record("reply", app, user.openid, result.reply)
         self.write_json(result.as_json())
 
 

@@ -158,12 +158,11 @@ async def branch_year(ctx: AppContext, actor: Actor, org_id: ObjectId | str,
 
 # -- committees ----------------------------------------------------------------------
 
-@dataclass
-class ChildRow:
-    org: dict[str, Any]
+class BranchTally:
+    """What a count of judged branches reads as; mixed into the dataclasses below."""
+
     branches: int
     compliant: int
-    status: BranchStatus | None = None  # for a branch child
 
     @property
     def non_compliant(self) -> int:
@@ -175,21 +174,21 @@ class ChildRow:
 
 
 @dataclass
-class CommitteeSummary:
+class ChildRow(BranchTally):
+    org: dict[str, Any]
+    branches: int
+    compliant: int
+    status: BranchStatus | None = None  # for a branch child
+
+
+@dataclass
+class CommitteeSummary(BranchTally):
     org: dict[str, Any]
     month: str
     branches: int
     compliant: int
     children: list[ChildRow] = field(default_factory=list)
     phase: str = CLOSED
-
-    @property
-    def non_compliant(self) -> int:
-        return max(0, self.branches - self.compliant)
-
-    @property
-    def rate(self) -> float | None:
-        return ratio(self.compliant, self.branches)
 
     @property
     def in_progress(self) -> bool:
